@@ -1,0 +1,64 @@
+"""Model registry: ``build(name, *, in_channels, num_classes, width=...)``.
+
+Every model takes pixels in [0, 1]; normalisation is its first layer (``model.normalize``), so
+attacks never see it. Widths are the first stage's channel count (64 for the papers' ResNet-18);
+smaller widths give the narrow nets of the smoke budget.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import Normalize
+from .lenet import LeNet
+from .nin import NiN
+from .resnet import PreActResNet18, ResNet18, RESNET_STAGES
+from .vgg import VGG16BN
+from .wrn import WideResNet28
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": ResNet18,
+    "preact_resnet18": PreActResNet18,
+    "vgg16_bn": VGG16BN,
+    "wrn28_10": WideResNet28,
+    "nin": NiN,
+    "lenet": LeNet,
+}
+
+DEFAULT_WIDTH = {"resnet18": 64, "preact_resnet18": 64, "vgg16_bn": 64, "wrn28_10": 10, "nin": 192, "lenet": 20}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build(
+    name: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    width: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    input_size: int = 32,
+) -> nn.Module:
+    """Build a registered architecture with its normalisation layer in front."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    if in_channels < 1 or num_classes < 2:
+        raise ValueError(f"model {name!r} needs in_channels >= 1 and num_classes >= 2")
+    width = DEFAULT_WIDTH[name] if width is None else int(width)
+    mean = mean if mean is not None else (0.5,) * in_channels
+    std = std if std is not None else (0.5,) * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ValueError(f"mean/std need {in_channels} entries, one per input channel")
+    return _REGISTRY[name](
+        in_channels=in_channels, num_classes=num_classes, width=width,
+        normalize=Normalize(mean, std), input_size=input_size,
+    )
+
+
+__all__ = ["build", "names", "Normalize", "RESNET_STAGES", "DEFAULT_WIDTH"]
