@@ -1,0 +1,21 @@
+"""Registers the advclaims plugin (options, claim marker, check, report) and the fixture plugins."""
+
+import os
+from pathlib import Path
+
+# before torch loads OpenMP: idle threads sleep instead of spinning, so processes sharing the cores
+# (xdist workers, a second job) do not slow each other down by orders of magnitude
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest
+
+pytest_plugins = ["advclaims.plugin", "fixtures.data", "fixtures.models", "fixtures.adversarial"]
+
+TESTS = Path(__file__).parent / "tests"
+
+
+def pytest_collection_modifyitems(config, items):
+    # the library's own tests carry `unit`, so one run can select "unit or fashion_mnist"
+    for item in items:
+        if TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.unit)

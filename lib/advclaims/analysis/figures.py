@@ -1,0 +1,49 @@
+"""Figures that mirror the papers' figures, drawn with matplotlib's Agg backend into PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
+    """One bar per named Estimate, with its confidence interval as an error bar."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    names = list(estimates)
+    vals = [estimates[k].value for k in names]
+    err = [[estimates[k].value - estimates[k].low for k in names], [estimates[k].high - estimates[k].value for k in names]]
+    ax.bar(names, vals, yerr=err, capsize=4, color=["#888888", "#4C72B0", "#C44E52", "#55A868"][: len(names)])
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def paired_layers(path: Path, rows: list[dict], *, models: tuple[str, str], title: str) -> None:
+    """Max and Total per stage for two models (Table 1 as a figure), log scale, 95% CI bars."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    layers = [r["layer"] for r in rows]
+    x = range(len(layers))
+    for ax, kind in zip(axes, ("max", "total")):
+        for offset, (tag, name, color) in zip((-0.2, 0.2), (("std", models[0], "#C44E52"), ("adv", models[1], "#4C72B0"))):
+            vals = [r[f"{kind}_{tag}"] for r in rows]
+            lo = [r[f"{kind}_{tag}"] - r[f"{kind}_{tag}_ci"][0] for r in rows]
+            hi = [r[f"{kind}_{tag}_ci"][1] - r[f"{kind}_{tag}"] for r in rows]
+            ax.bar([i + offset for i in x], vals, width=0.4, yerr=[lo, hi], capsize=3, label=name, color=color)
+        ax.set_xticks(list(x), layers, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(f"{kind.capitalize()} |f(x_adv) - f(x)| per image", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

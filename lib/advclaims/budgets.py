@@ -1,0 +1,63 @@
+"""Budgets: how big a run is. The claim is the same at every budget; only scale changes.
+
+- smoke: narrow nets, training subsets, short schedules: minutes on 2 CPU cores for every claim.
+- fast: the papers' architectures, full data, ~15-epoch schedules (FGSM-RS for ADV): minutes on one GPU.
+- paper: the papers' own architectures, schedules and sample sizes (claims.md, common setting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .models import DEFAULT_WIDTH
+from .training import Recipe, paper_recipe
+
+NAMES = ("smoke", "fast", "paper")
+
+# smoke widths: the first stage's channels (ResNet: 8 instead of 64), chosen for 2-core CPUs
+_SMOKE_WIDTH = {"resnet18": 8, "preact_resnet18": 8, "vgg16_bn": 8, "wrn28_10": 1, "nin": 32, "lenet": 8}
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    train_subset: int | None          # training images (None: the whole training split)
+    test_n: int | None                # test images each claim measures on (None: the whole test split)
+    widths: dict = field(default_factory=dict)
+    eval_batch: int = 500             # images per attack batch
+    seeds: tuple[int, ...] = (0,)     # training seeds; statistics pool over them
+
+    def width(self, arch: str) -> int:
+        return self.widths.get(arch, DEFAULT_WIDTH[arch])
+
+    def recipe(self, role: str, eps: float, *, weight_decay: float = 5e-4) -> Recipe:
+        """The training recipe of a model role ("std" or "adv") at this budget, for threat radius eps."""
+        if role not in ("std", "adv"):
+            raise ValueError(f"unknown model role {role!r}: use std or adv")
+        if self.name == "paper":
+            r = paper_recipe("standard" if role == "std" else "pgd", eps)
+        elif self.name == "fast":
+            r = (Recipe("standard", epochs=15, batch_size=256, lr=0.2, schedule="triangle") if role == "std" else
+                 Recipe("fgsm_rs", epochs=15, batch_size=256, lr=0.2, schedule="triangle", eps=eps,
+                        alpha=1.25 * eps, attack_steps=1))
+        else:
+            # smoke ADV: PGD-3 rather than FGSM-RS, which overfits catastrophically on short runs
+            r = (Recipe("standard", epochs=4, batch_size=128, lr=0.1, schedule="triangle") if role == "std" else
+                 Recipe("pgd", epochs=5, batch_size=128, lr=0.1, schedule="triangle", eps=eps,
+                        alpha=eps / 2, attack_steps=3))
+        if weight_decay != r.weight_decay:
+            r = Recipe(**{**r.as_dict(), "weight_decay": weight_decay})
+        return r
+
+
+BUDGETS = {
+    "smoke": Budget("smoke", train_subset=8000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500),
+    "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000),
+    "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000),
+}
+
+
+def get(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}: use one of {', '.join(NAMES)}")
+    return BUDGETS[name]

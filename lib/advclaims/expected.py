@@ -1,0 +1,183 @@
+"""expected/: what each claim asserts, the paper's figures, and the verdict expected per setting.
+
+One TOML file per paper (``expected/<paper>.toml``); ``expected/README.md`` defines every field.
+The loader validates everything up front: a malformed file is an error that names the file, the
+claim and the field, never a silent default.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import budgets as budgets_mod
+from . import data as data_mod
+from .stats import COMPARATORS, Verdict
+
+EXPECTED_DIR = Path(__file__).resolve().parents[2] / "expected"
+PAPERS = ("local_properties", "high_frequency", "info_bottleneck", "curvature")
+
+
+class ExpectedError(ValueError):
+    """expected/ is malformed; the message names file, claim and field."""
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    statistic: str
+    description: str
+    comparator: str
+    threshold: float
+    paper: float | None = None
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    statistic: str
+    description: str
+    paper: float
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Expectation:
+    verdict: Verdict
+    reason: str | None = None
+    matched: str = "default"       # which key of the expect table applied
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    id: str
+    paper: str
+    title: str
+    source: str
+    checks: tuple[CheckSpec, ...]
+    values: tuple[ValueSpec, ...] = ()
+    paper_setting: dict = field(default_factory=dict)
+    expect: dict = field(default_factory=dict)     # "dataset.budget" -> Expectation
+    protocol_note: str | None = None
+
+    def expectation(self, dataset: str, budget: str) -> Expectation:
+        for key in (f"{dataset}.{budget}", f"{dataset}.*", f"*.{budget}", "*.*"):
+            if key in self.expect:
+                return self.expect[key]
+        return Expectation(Verdict.REPRODUCED)
+
+    def in_paper_setting(self, dataset: str, budget: str) -> bool:
+        s = self.paper_setting
+        return bool(s) and s.get("dataset") == dataset and s.get("budget", "paper") == budget
+
+
+def _need(table: dict, key: str, kind, where: str):
+    if key not in table:
+        raise ExpectedError(f"{where}: missing field '{key}'")
+    value = table[key]
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ExpectedError(f"{where}: field '{key}' must be a finite number, got {value!r}")
+        return float(value)
+    if not isinstance(value, kind):
+        raise ExpectedError(f"{where}: field '{key}' must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _optional_number(table: dict, key: str, where: str) -> float | None:
+    return None if key not in table else _need(table, key, float, where)
+
+
+def _parse_expect(table: dict, where: str) -> dict:
+    out = {}
+    for key, entry in table.items():
+        w = f"{where}.expect.{key!r}"
+        parts = key.split(".")
+        if len(parts) != 2:
+            raise ExpectedError(f"{w}: keys are 'dataset.budget' (either may be '*')")
+        ds, bud = parts
+        if ds != "*" and ds not in data_mod.DATASETS:
+            raise ExpectedError(f"{w}: unknown dataset {ds!r}; known: {', '.join(sorted(data_mod.DATASETS))}")
+        if bud != "*" and bud not in budgets_mod.NAMES:
+            raise ExpectedError(f"{w}: unknown budget {bud!r}; known: {', '.join(budgets_mod.NAMES)}")
+        if not isinstance(entry, dict):
+            raise ExpectedError(f"{w}: must be a table with 'verdict' and 'reason'")
+        raw = _need(entry, "verdict", str, w)
+        try:
+            v = Verdict(raw)
+        except ValueError:
+            raise ExpectedError(f"{w}: verdict must be one of {[x.value for x in Verdict]}, got {raw!r}") from None
+        reason = entry.get("reason")
+        if v is not Verdict.REPRODUCED and not (isinstance(reason, str) and reason.strip()):
+            raise ExpectedError(f"{w}: a verdict other than 'reproduced' needs a 'reason' (the finding)")
+        out[key] = Expectation(v, reason, key)
+    return out
+
+
+def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
+    w = f"{where}: claims.{cid}"
+    if not isinstance(table, dict):
+        raise ExpectedError(f"{w}: must be a table")
+    raw_checks = table.get("checks")
+    if not isinstance(raw_checks, list) or not raw_checks:
+        raise ExpectedError(f"{w}: needs at least one [[claims.{cid}.checks]] entry")
+    checks, seen = [], set()
+    for i, c in enumerate(raw_checks):
+        wc = f"{w}.checks[{i}]"
+        if not isinstance(c, dict):
+            raise ExpectedError(f"{wc}: must be a table")
+        comparator = _need(c, "comparator", str, wc)
+        if comparator not in COMPARATORS:
+            raise ExpectedError(f"{wc}: comparator must be one of {COMPARATORS}, got {comparator!r}")
+        name = _need(c, "statistic", str, wc)
+        if name in seen:
+            raise ExpectedError(f"{wc}: statistic {name!r} is checked twice")
+        seen.add(name)
+        checks.append(CheckSpec(name, _need(c, "description", str, wc), comparator, _need(c, "threshold", float, wc),
+                                _optional_number(c, "paper", wc), _optional_number(c, "tolerance", wc)))
+    values = []
+    for i, v in enumerate(table.get("values", [])):
+        wv = f"{w}.values[{i}]"
+        if not isinstance(v, dict):
+            raise ExpectedError(f"{wv}: must be a table")
+        tol = _need(v, "tolerance", float, wv)
+        if tol < 0:
+            raise ExpectedError(f"{wv}: tolerance must be >= 0")
+        values.append(ValueSpec(_need(v, "statistic", str, wv), _need(v, "description", str, wv),
+                                _need(v, "paper", float, wv), tol))
+    setting = table.get("paper_setting", {})
+    if not isinstance(setting, dict) or (setting and "dataset" not in setting):
+        raise ExpectedError(f"{w}.paper_setting: must be a table with 'dataset' (and optionally 'budget')")
+    expect = table.get("expect", {})
+    if not isinstance(expect, dict):
+        raise ExpectedError(f"{w}.expect: must be a table of 'dataset.budget' entries")
+    return ClaimSpec(cid, paper, _need(table, "title", str, w), _need(table, "source", str, w), tuple(checks),
+                     tuple(values), dict(setting), _parse_expect(expect, w), table.get("protocol_note"))
+
+
+def parse(text: str, *, paper: str, where: str = "<expected>") -> dict[str, ClaimSpec]:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ExpectedError(f"{where}: not valid TOML ({err})") from None
+    claims = doc.get("claims")
+    if not isinstance(claims, dict) or not claims:
+        raise ExpectedError(f"{where}: needs a [claims.<ID>] table per claim")
+    return {cid: _parse_claim(cid, table, paper, where) for cid, table in claims.items()}
+
+
+def load(directory: str | Path | None = None) -> dict[str, ClaimSpec]:
+    """Every claim of every paper file present in ``directory`` (default: the repo's expected/)."""
+    directory = Path(directory) if directory is not None else EXPECTED_DIR
+    if not directory.is_dir():
+        raise ExpectedError(f"expected/ folder not found at {directory}")
+    out: dict[str, ClaimSpec] = {}
+    for path in sorted(directory.glob("*.toml")):
+        if path.stem not in PAPERS:
+            raise ExpectedError(f"{path}: file name must be one of {', '.join(PAPERS)} (.toml)")
+        for cid, spec in parse(path.read_text(), paper=path.stem, where=str(path)).items():
+            if cid in out:
+                raise ExpectedError(f"{path}: claim {cid} is also defined in {out[cid].paper}.toml")
+            out[cid] = spec
+    return out

@@ -1,0 +1,159 @@
+"""The one-way data flow: dataset -> trained model (store) -> adversarial set (store) -> analysis.
+
+Fixtures and the command line both go through ``Pipeline``, so a model asked for by any claim,
+test worker or ``advclaims train`` is the same checkpoint, trained once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import budgets as budgets_mod
+from . import data as data_mod
+from . import models as models_mod
+from .attacks import fgsm, pgd
+from .evaluation import attack_batched
+from .store import Store
+from .training import Recipe, evaluate_model, train
+
+PIPELINE_VERSION = 1  # bump when attack parameters or data subsets change meaning: cached sets rebuild
+
+
+@dataclass
+class DatasetBundle:
+    info: data_mod.DatasetInfo
+    train: data_mod.Split
+    test: data_mod.Split        # the budget's evaluation images (canonical order prefix)
+
+
+@dataclass
+class TrainedModel:
+    label: str                  # how reports name it, e.g. "STD" or "ADV"
+    module: torch.nn.Module
+    spec: dict
+    key: str
+    metrics: dict
+    trained_now: bool
+
+
+@dataclass
+class AdversarialSet:
+    attack: str
+    params: dict
+    source: str                 # label of the model the attack ran on
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    spec: dict = field(default_factory=dict)
+
+
+def attack_params(name: str, eps: float) -> dict:
+    """Evaluation attacks of claims.md's common setting, scaled to the dataset's eps."""
+    if name == "pgd20":
+        return {"eps": eps, "alpha": eps / 8, "steps": 20, "random_start": True}  # step 1/255 at eps 8/255
+    if name == "fgsm":
+        return {"eps": eps}
+    raise ValueError(f"unknown evaluation attack {name!r}: use pgd20 or fgsm")
+
+
+class Pipeline:
+    def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
+                 device: str | torch.device = "cpu", download: bool = False, progress: bool = True):
+        self.budget = budgets_mod.get(budget)
+        self.store = store or Store()
+        self.data_root = Path(data_root).expanduser() if data_root else data_mod.default_root()
+        self.device = torch.device(device)
+        self.download = download
+        self.progress = progress
+        self._datasets: dict[str, DatasetBundle] = {}
+        self._models: dict[str, TrainedModel] = {}
+        self._sets: dict[str, AdversarialSet] = {}
+
+    # -- data ---------------------------------------------------------------------------------
+    def dataset(self, name: str) -> DatasetBundle:
+        if name not in self._datasets:
+            meta = data_mod.info(name)
+            load = functools.partial(data_mod.load, name, root=self.data_root, device=self.device,
+                                     download=self.download)
+            train_split = load("train").subset(self.budget.train_subset, seed=0)
+            test_split = load("test").head(self.budget.test_n)
+            self._datasets[name] = DatasetBundle(meta, train_split, test_split)
+        return self._datasets[name]
+
+    # -- models -------------------------------------------------------------------------------
+    def model_spec(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
+                   seed: int = 0) -> dict:
+        meta = data_mod.info(dataset)
+        recipe: Recipe = self.budget.recipe(role, meta.eps, weight_decay=weight_decay)
+        return {
+            "arch": arch, "width": self.budget.width(arch), "dataset": dataset, "role": role,
+            "train_images": self.budget.train_subset, "budget": self.budget.name, "seed": seed,
+            "recipe": recipe.as_dict(),
+        }
+
+    def model(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
+              seed: int = 0, label: str | None = None) -> TrainedModel:
+        spec = self.model_spec(role, dataset, arch=arch, weight_decay=weight_decay, seed=seed)
+        from .store import key_of
+
+        key = key_of(spec)
+        if key in self._models:
+            return self._models[key]
+        meta = data_mod.info(dataset)
+        label = label or role.upper()
+
+        def build() -> torch.nn.Module:
+            torch.manual_seed(seed)
+            return models_mod.build(arch, in_channels=meta.channels, num_classes=meta.num_classes,
+                                    width=spec["width"], mean=meta.mean, std=meta.std,
+                                    input_size=meta.size).to(self.device)
+
+        def make():
+            bundle = self.dataset(dataset)
+            net = build()
+            recipe = Recipe(**spec["recipe"])
+            metrics = train(net, bundle.train, recipe, seed=seed, crop_pad=meta.crop_pad, flip=meta.flip,
+                            progress=self.progress, desc=f"{label} {arch} {dataset}")
+            metrics.update(evaluate_model(net, bundle.test, eps=meta.eps, n=1000))
+            return {k: v.cpu() for k, v in net.state_dict().items()}, metrics
+
+        entry = self.store.fetch("models", spec, make, device=self.device)
+        net = build()
+        net.load_state_dict(entry.payload)
+        net.eval()
+        trained = TrainedModel(label, net, spec, entry.path.stem, entry.provenance["metrics"], entry.made)
+        self._models[key] = trained
+        return trained
+
+    # -- adversarial sets ---------------------------------------------------------------------
+    def adversarial(self, model: TrainedModel, attack: str, dataset: str, *, seed: int = 0) -> AdversarialSet:
+        """Attack the budget's test images on ``model``; cached in the store beside the model."""
+        meta = data_mod.info(dataset)
+        params = attack_params(attack, meta.eps)
+        spec = {"model": model.key, "attack": attack, "params": params, "dataset": dataset,
+                "test_n": self.budget.test_n, "seed": seed, "version": PIPELINE_VERSION}
+        from .store import key_of
+
+        key = key_of(spec)
+        if key in self._sets:
+            return self._sets[key]
+        bundle = self.dataset(dataset)
+        x, y = bundle.test.images(), bundle.test.y
+
+        def make():
+            if attack == "fgsm":
+                x_adv = attack_batched(fgsm, model.module, x, y, batch_size=self.budget.eval_batch, **params)
+            else:
+                g = torch.Generator().manual_seed(seed)
+                x_adv = attack_batched(pgd, model.module, x, y, batch_size=self.budget.eval_batch,
+                                       generator=g, **params)
+            return {"x_adv": x_adv.cpu()}, {"images": len(y)}
+
+        entry = self.store.fetch("adversarial", spec, make, device=self.device)
+        result = AdversarialSet(attack, params, model.label, x, entry.payload["x_adv"].to(self.device), y, spec)
+        self._sets[key] = result
+        return result

@@ -1,0 +1,315 @@
+"""The pytest plugin: --repro-* options, the claim marker, the ``check`` fixture, the report.
+
+A claim test wires fixtures to one analysis and hands the Measurement to ``check``, which turns
+it into a verdict against expected/, records it for the report, and decides the test's outcome:
+passed (verdict as expected), known finding (the non-reproduction expected/ records: a strict
+xfail), or failed (any other verdict: the message says what to record if the change is real).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from . import budgets as budgets_mod
+from . import data as data_mod
+from . import expected as expected_mod
+from . import report as report_mod
+from .measurement import Measurement
+from .pipeline import Pipeline
+from .stats import Verdict, combine, verdict
+from .store import Store
+
+RECORDS = pytest.StashKey[list]()
+CATALOGUE = pytest.StashKey[dict]()
+CHECKED = pytest.StashKey[bool]()
+STARTED = pytest.StashKey[float]()
+COMPARISON = pytest.StashKey[list]()
+PROPERTY = "advclaims-record"
+DATASET_MARKERS = tuple(data_mod.DATASETS)
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("advclaims", "advclaims: claims about adversarial examples as statistical tests")
+    g.addoption("--repro-budget", choices=budgets_mod.NAMES, default=os.environ.get("ADVCLAIMS_BUDGET", "smoke"),
+                help="smoke (CPU minutes), fast (GPU minutes), paper (the papers' settings). Default: smoke")
+    g.addoption("--repro-data-root", default=None, metavar="DIR",
+                help="datasets in torchvision's layout (default: $ADVCLAIMS_DATA or ~/.cache/advclaims/data)")
+    g.addoption("--repro-download", action="store_true", help="let torchvision download missing datasets")
+    g.addoption("--repro-cache", default=None, metavar="DIR",
+                help="checkpoint store (default: $ADVCLAIMS_CACHE or ~/.cache/advclaims/store)")
+    g.addoption("--repro-device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default)")
+    g.addoption("--repro-expected", default=None, metavar="DIR", help="expected/ folder (default: <rootdir>/expected)")
+    g.addoption("--repro-report", default=None, metavar="DIR", help="write report.json, report.md and figures to DIR")
+    g.addoption("--repro-autosave", action="store_true", help="keep this run as a numbered JSON in --repro-storage")
+    g.addoption("--repro-storage", default=None, metavar="DIR", help="saved runs (default: <rootdir>/.repro-runs)")
+    g.addoption("--repro-compare", nargs="?", const="latest", default=None, metavar="RUN",
+                help="print what changed since a saved run (number, path of a report.json, or latest)")
+    g.addoption("--repro-compare-fail", action="store_true", help="fail the session when a verdict flipped")
+    g.addoption("--repro-quiet", action="store_true", help="no progress bars while training")
+    g.addoption("--repro-threads", type=int, default=None, metavar="N",
+                help="CPU threads per process (default: cores / xdist workers; oversubscribed OpenMP threads "
+                     "slow small convolutions down by orders of magnitude)")
+
+
+def _device(config) -> torch.device:
+    choice = config.getoption("--repro-device")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(choice)
+    except RuntimeError:
+        raise pytest.UsageError(f"--repro-device {choice!r} is not a device: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--repro-device {choice}: CUDA is not available on this machine; use cpu or auto")
+    return dev
+
+
+def _storage(config) -> Path:
+    return Path(config.getoption("--repro-storage") or config.rootpath / ".repro-runs")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "claim(id): the claim of claims.md this test checks (an id in expected/)")
+    for name in DATASET_MARKERS:
+        config.addinivalue_line("markers", f"{name}: runs on {name}")
+    for name in expected_mod.PAPERS:
+        config.addinivalue_line("markers", f"{name}: a claim of the {name} paper")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "slow: minutes even at the smoke budget")
+    config.stash[RECORDS] = []
+    folder = Path(config.getoption("--repro-expected") or config.rootpath / "expected")
+    try:
+        config.stash[CATALOGUE] = expected_mod.load(folder)
+    except expected_mod.ExpectedError as err:
+        raise pytest.UsageError(f"expected/ is malformed: {err}") from None
+    _device(config)  # validate early: a bad device is a usage error, not 600 failed tests
+    threads = config.getoption("--repro-threads")
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if threads is None and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    if threads is not None:
+        if threads < 1:
+            raise pytest.UsageError(f"--repro-threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    catalogue = config.stash[CATALOGUE]
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        marker = item.get_closest_marker("claim")
+        if marker is not None:
+            if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+                raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.claim(\"ID\") with one claim id")
+            cid = marker.args[0]
+            if cid not in catalogue:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: unknown claim id {cid!r}; known ids come from expected/*.toml "
+                    f"({', '.join(sorted(catalogue)) or 'none'})")
+            paper = catalogue[cid].paper
+            if not item.get_closest_marker(paper):
+                item.add_marker(getattr(pytest.mark, paper))
+        if item.get_closest_marker("gpu") and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none is available here"))
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def repro_budget(request) -> budgets_mod.Budget:
+    return budgets_mod.get(request.config.getoption("--repro-budget"))
+
+
+@pytest.fixture(scope="session")
+def pipeline(request) -> Pipeline:
+    cfg = request.config
+    return Pipeline(
+        budget=cfg.getoption("--repro-budget"),
+        store=Store(cfg.getoption("--repro-cache")),
+        data_root=cfg.getoption("--repro-data-root"),
+        device=_device(cfg),
+        download=cfg.getoption("--repro-download"),
+        progress=not cfg.getoption("--repro-quiet") and sys.stderr.isatty(),
+    )
+
+
+def on_datasets(*names: str):
+    """Parametrise a claim over datasets, one marker per dataset (``-m cifar10`` selects its instances)."""
+    for n in names:
+        data_mod.info(n)
+    return pytest.mark.parametrize(
+        "dataset", [pytest.param(n, marks=getattr(pytest.mark, n), id=n) for n in names], indirect=True)
+
+
+def pytest_runtest_setup(item):
+    item.stash[STARTED] = time.perf_counter()
+
+
+@pytest.fixture
+def check(request, pipeline):
+    """Turn a Measurement into the verdict, record it, and pass / xfail / fail the test."""
+    marker = request.node.get_closest_marker("claim")
+    if marker is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses `check` but has no @pytest.mark.claim(\"ID\")")
+    spec: expected_mod.ClaimSpec = request.config.stash[CATALOGUE][marker.args[0]]
+    callspec = getattr(request.node, "callspec", None)
+    dataset = callspec.params.get("dataset") if callspec else None
+    if dataset is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: a claim test must be parametrised over datasets (on_datasets)")
+    budget = pipeline.budget.name
+
+    def _check(measurement: Measurement) -> dict:
+        request.node.stash[CHECKED] = True
+        record = _evaluate(spec, measurement, dataset, budget, pipeline.budget.seeds)
+        record["wall_seconds"] = time.perf_counter() - request.node.stash.get(STARTED, time.perf_counter())
+        record["nodeid"] = request.node.nodeid
+        report_dir = request.config.getoption("--repro-report")
+        _draw(record, measurement, report_dir)
+        expectation = spec.expectation(dataset, budget)
+        outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
+        if record["verdict"] == expectation.verdict.value and not outside:
+            record["outcome"] = "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
+        else:
+            record["outcome"] = "failed"
+        request.node.user_properties.append((PROPERTY, json.dumps(record, default=str)))
+        if record["outcome"] == "known finding":
+            pytest.xfail(f"known finding ({spec.id} {record['verdict']} on {dataset}/{budget}): {expectation.reason}")
+        if record["outcome"] == "failed":
+            lines = [f"{spec.id} on {dataset} at the {budget} budget: verdict {record['verdict']}, "
+                     f"expected/{spec.paper}.toml expects {expectation.verdict.value}."]
+            lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
+                      f"{c['verdict']}" for c in record["checks"]]
+            lines += [f"  paper value {v['statistic']}: measured {v['measured']:.4g}, paper {v['paper']} "
+                      f"± {v['tolerance']}" for v in outside]
+            lines.append(f"If this is a real change, record it under [claims.{spec.id}.expect.\"{dataset}.{budget}\"] "
+                         f"with its reason.")
+            pytest.fail("\n".join(lines), pytrace=False)
+        return record
+
+    return _check
+
+
+def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds) -> dict:
+    checks = []
+    for c in spec.checks:
+        if c.statistic not in m.statistics:
+            raise KeyError(f"{spec.id}: the analysis measured {sorted(m.statistics)} but expected/{spec.paper}.toml "
+                           f"checks {c.statistic!r}")
+        est = m.statistics[c.statistic]
+        if not est.finite:
+            raise ValueError(f"{spec.id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
+                             f"is broken (diverged training?)")
+        checks.append({"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
+                       "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance,
+                       **est.as_dict(), "verdict": verdict(est, c.comparator, c.threshold).value})
+    in_setting = spec.in_paper_setting(dataset, budget)
+    values = []
+    for v in spec.values:
+        measured = m.values.get(v.statistic)
+        within = None if measured is None else abs(measured - v.paper) <= v.tolerance
+        values.append({"statistic": v.statistic, "description": v.description, "paper": v.paper,
+                       "tolerance": v.tolerance, "measured": measured, "within": within})
+    expectation = spec.expectation(dataset, budget)
+    return {
+        "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
+        "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
+        "verdict": combine([Verdict(c["verdict"]) for c in checks]).value,
+        "expected": expectation.verdict.value, "expected_reason": expectation.reason,
+        "checks": checks, "values": values, "paper_setting": in_setting, "tables": m.tables,
+        "tests": [{"name": k, **vars(t)} for k, t in m.tests.items()], "notes": m.notes,
+        "protocol_note": spec.protocol_note, "figures": [], "figure_errors": [],
+    }
+
+
+def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
+    if not report_dir:
+        return
+    for name, draw in m.figures.items():
+        rel = Path("figures") / f"{record['claim']}_{record['dataset']}_{name}.png"
+        try:
+            draw(Path(report_dir) / rel)
+            record["figures"].append(str(rel))
+        except Exception as err:  # a broken figure must not lose the measured verdict
+            record["figure_errors"].append(f"{rel}: {type(err).__name__}: {err}")
+            warnings.warn(f"figure {rel} could not be drawn: {err}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    if item.get_closest_marker("claim") is not None and not item.stash.get(CHECKED, False):
+        pytest.fail(f"{item.nodeid}: a claim test must hand its measurement to `check`; it passed without a verdict",
+                    pytrace=False)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# collecting records (also from xdist workers) and writing the report
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == PROPERTY:
+            _session_records.append(json.loads(value))
+
+
+_session_records: list[dict] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # xdist workers: the controller writes the report from forwarded records
+    records = list(_session_records)
+    _session_records.clear()
+    config.stash[RECORDS] = records
+    if not records:
+        return
+    report = report_mod.build(records, budget=config.getoption("--repro-budget"), argv=sys.argv,
+                              device=str(_device(config)))
+    out = config.getoption("--repro-report")
+    if out:
+        report_mod.write(out, report)
+    against = config.getoption("--repro-compare")
+    if against is not None:
+        try:
+            path = report_mod.find_run(_storage(config), against)
+            changes = report_mod.compare(json.loads(path.read_text()), report)
+            config.stash[COMPARISON] = report_mod.format_changes(changes, str(path))
+            if config.getoption("--repro-compare-fail") and any(c["kind"] == "verdict flipped" for c in changes):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        except (FileNotFoundError, ValueError) as err:
+            config.stash[COMPARISON] = [f"comparison skipped: {err}"]
+    if config.getoption("--repro-autosave"):
+        path = report_mod.save_run(_storage(config), report)
+        config.stash[COMPARISON] = config.stash.get(COMPARISON, []) + [f"run saved as {path}"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    records = config.stash.get(RECORDS, [])
+    if not records:
+        return
+    tr = terminalreporter
+    tr.section("advclaims: claims")
+    for r in sorted(records, key=lambda r: (report_mod._claim_order(r["claim"]), r["dataset"])):
+        c = r["checks"][0]
+        more = f" +{len(r['checks']) - 1}" if len(r["checks"]) > 1 else ""
+        tr.write_line(f"{r['claim']:<6} {r['dataset']:<14} {r['verdict']:<13} {r['outcome']:<14} "
+                      f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})")
+    out = config.getoption("--repro-report")
+    if out:
+        tr.write_line(f"report: {Path(out) / 'report.md'}")
+    for line in config.stash.get(COMPARISON, []):
+        tr.write_line(line)

@@ -1,0 +1,203 @@
+"""The report: report.json for machines, report.md for people, saved runs and their comparison.
+
+Records are plain dicts (one per claim instance) so they cross pytest-xdist workers as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__, provenance
+
+VERDICT_MARK = {"reproduced": "✅ reproduced", "contradicted": "❌ contradicted", "inconclusive": "❔ inconclusive"}
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        if not math.isfinite(x):
+            return str(x)
+        return f"{x:.{digits}g}"
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(v, (int, float)) for v in x):
+        return f"[{_fmt(x[0])}, {_fmt(x[1])}]"
+    return str(x).replace("|", "\\|")
+
+
+def _interval(c: dict) -> str:
+    return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]"
+
+
+def summary(records: list[dict]) -> dict:
+    counts = {"reproduced": 0, "contradicted": 0, "inconclusive": 0}
+    for r in records:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding") for r in records)
+    counts["total"] = len(records)
+    return counts
+
+
+def build(records: list[dict], *, budget: str, argv: list[str], device: str = "cpu") -> dict:
+    records = sorted(records, key=lambda r: (_claim_order(r["claim"]), r["dataset"]))
+    return {
+        "advclaims": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": provenance.commit(),
+        "machine": provenance.machine(device),
+        "budget": budget,
+        "command": " ".join(argv),
+        "summary": summary(records),
+        "claims": records,
+    }
+
+
+def _claim_order(cid: str):
+    m = re.match(r"([A-Z]+)-(\d+)$", cid)
+    return (m.group(1), int(m.group(2))) if m else (cid, 0)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(empty)"]
+    cols = [c for c in rows[0] if not c.endswith("_ci")]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            cell = _fmt(r.get(c))
+            if f"{c}_ci" in r:
+                cell += " " + _fmt(r[f"{c}_ci"])
+            cells.append(cell)
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def markdown(report: dict) -> str:
+    s = report["summary"]
+    m = report["machine"]
+    lines = [
+        "# advclaims report",
+        "",
+        f"- budget: **{report['budget']}**; created {report['created']}; commit {report['commit'] or 'unknown'}",
+        f"- machine: {m['device']}, torch {m['torch']}, python {m['python']}, {m['threads']} threads",
+        f"- command: `{report['command']}`",
+        f"- verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} inconclusive; "
+        f"{s['as_expected']} of {s['total']} as `expected/` records",
+        "",
+        "A claim is *reproduced* when the 95% bootstrap interval of every checked statistic lies wholly on the",
+        "claimed side of its threshold, *contradicted* when one lies wholly on the other side, *inconclusive*",
+        "otherwise. *known finding*: the verdict is the non-reproduction `expected/` records, with its reason.",
+        "",
+        "| claim | dataset | statistic | measured [95% CI] | claimed | paper | verdict | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["claims"]:
+        c = r["checks"][0]
+        more = f" (+{len(r['checks']) - 1} more)" if len(r["checks"]) > 1 else ""
+        lines.append(
+            f"| {r['claim']} | {r['dataset']} | `{c['statistic']}`{more} | {_interval(c)} | "
+            f"{c['comparator']} {_fmt(c['threshold'])} | {_fmt(c.get('paper'))} | {VERDICT_MARK[r['verdict']]} | "
+            f"{r['outcome']} |"
+        )
+    for r in report["claims"]:
+        lines += ["", f"## {r['claim']} on {r['dataset']}: {r['title']}", "",
+                  f"Source: {r['source']}. Verdict: **{r['verdict']}** (expected: {r['expected']}"
+                  + (f"; reason: {r['expected_reason']}" if r.get("expected_reason") else "") + f"). "
+                  f"n = {r['n']} images, seeds {r['seeds']}, wall time {r['wall_seconds']:.1f} s.", ""]
+        if r.get("protocol_note"):
+            lines += [f"> {r['protocol_note']}", ""]
+        lines += ["| statistic | what | measured [95% CI] | claimed | verdict |", "|---|---|---|---|---|"]
+        for c in r["checks"]:
+            lines.append(f"| `{c['statistic']}` | {c['description']} | {_interval(c)} | "
+                         f"{c['comparator']} {_fmt(c['threshold'])} | {c['verdict']} |")
+        if r.get("values"):
+            lines += ["", "Paper vs measured" + (" (checked: this is the paper's setting)" if r["paper_setting"]
+                                                 else " (shown only: not the paper's setting)") + ":", "",
+                      "| value | what | paper | measured | tolerance | within |", "|---|---|---|---|---|---|"]
+            for v in r["values"]:
+                lines.append(f"| `{v['statistic']}` | {v['description']} | {_fmt(v['paper'])} | {_fmt(v['measured'])} "
+                             f"| ±{_fmt(v['tolerance'])} | {_fmt(v['within'])} |")
+        for name, rows in r.get("tables", {}).items():
+            lines += ["", f"Table `{name}` (mean [95% CI] over images):", ""] + _table(rows)
+        for t in r.get("tests", []):
+            lines.append(f"\n{t['name']} ({t['alternative']}): statistic {_fmt(t['statistic'])}, p = {_fmt(t['pvalue'])}")
+        for f in r.get("figures", []):
+            lines += ["", f"![{r['claim']} {r['dataset']}]({f})"]
+        for err in r.get("figure_errors", []):
+            lines += ["", f"Figure not drawn: {err}"]
+    return "\n".join(lines) + "\n"
+
+
+def write(directory: str | Path, report: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (directory / "report.md").write_text(markdown(report))
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# saved runs and comparison (the nightly job's drift alarm)
+
+
+def save_run(storage: str | Path, report: dict) -> Path:
+    """Keep a run as storage/<machine>/NNNN_<commit>_<date>.json, numbered like pytest-benchmark's."""
+    folder = Path(storage) / re.sub(r"[^A-Za-z0-9_.-]+", "_", report["machine"]["host"] or "machine")
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[:4]) for p in folder.glob("[0-9][0-9][0-9][0-9]_*.json")]
+    stamp = report["created"].replace(":", "").replace("-", "")[:15]
+    path = folder / f"{max(numbers, default=0) + 1:04d}_{report['commit'] or 'nocommit'}_{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
+
+
+def find_run(storage: str | Path, which: str) -> Path:
+    """A saved run by path, by number prefix (e.g. '0003'), or 'latest'."""
+    if which not in ("latest", "") and Path(which).is_file():
+        return Path(which)
+    runs = sorted(Path(storage).glob("*/[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: (p.name[:4], p.stat().st_mtime))
+    if which not in ("latest", ""):
+        runs = [p for p in runs if p.name.startswith(which)]
+    if not runs:
+        raise FileNotFoundError(f"no saved run {which!r} under {storage}: save runs with --repro-autosave, "
+                                f"or pass the path of a report.json")
+    return runs[-1]
+
+
+def compare(old: dict, new: dict) -> list[dict]:
+    """What changed: verdicts that flipped, statistics that moved outside the other run's interval."""
+    index = {(r["claim"], r["dataset"]): r for r in old.get("claims", [])}
+    changes = []
+    for r in new.get("claims", []):
+        before = index.get((r["claim"], r["dataset"]))
+        if before is None:
+            changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "new", "detail": f"verdict {r['verdict']}"})
+            continue
+        if before["verdict"] != r["verdict"]:
+            changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "verdict flipped",
+                            "detail": f"{before['verdict']} -> {r['verdict']}"})
+        old_checks = {c["statistic"]: c for c in before["checks"]}
+        for c in r["checks"]:
+            o = old_checks.get(c["statistic"])
+            if o is None:
+                continue
+            if not (o["low"] <= c["value"] <= o["high"]) and not (c["low"] <= o["value"] <= c["high"]):
+                changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "statistic moved",
+                                "detail": f"{c['statistic']}: {_interval(o)} -> {_interval(c)}"})
+    seen = {(r["claim"], r["dataset"]) for r in new.get("claims", [])}
+    for key, r in index.items():
+        if key not in seen:
+            changes.append({"claim": key[0], "dataset": key[1], "kind": "not run", "detail": f"was {r['verdict']}"})
+    return changes
+
+
+def format_changes(changes: list[dict], against: str) -> list[str]:
+    if not changes:
+        return [f"no changes against {against}"]
+    return [f"changes against {against}:"] + [f"  {c['claim']} [{c['dataset']}] {c['kind']}: {c['detail']}" for c in changes]

@@ -1,0 +1,137 @@
+"""Checkpoint store: one file per canonical spec, trained once however many processes ask.
+
+Key = hash of the canonical JSON spec (architecture, data, recipe, budget, seed, recipe version).
+Beside every ``<key>.pt`` lies ``<key>.json``: the provenance (spec, metrics, versions, device,
+commit, wall time, checksum). Writers hold a per-key file lock (an OS lock: a killed process
+releases it), write to a temporary file and rename, so readers never see a partial file.
+Loading uses ``weights_only=True``: a checkpoint can hold tensors and plain data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+from . import provenance
+
+
+def default_root() -> Path:
+    env = os.environ.get("ADVCLAIMS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "advclaims" / "store"
+
+
+def canonical(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def key_of(spec: dict) -> str:
+    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:20]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass
+class Entry:
+    payload: dict
+    provenance: dict
+    made: bool          # True when this call built it, False when it was loaded
+    path: Path
+
+
+class Store:
+    """A folder of checkpoints and cached tensors, keyed by spec."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.made: list[str] = []
+        self.loaded: list[str] = []
+
+    def paths(self, kind: str, spec: dict) -> tuple[Path, Path, Path]:
+        folder = self.root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        key = key_of(spec)
+        return folder / f"{key}.pt", folder / f"{key}.json", folder / f"{key}.lock"
+
+    def fetch(self, kind: str, spec: dict, make: Callable[[], tuple[dict, dict]], *,
+              map_location="cpu", device="cpu") -> Entry:
+        """Load the entry for ``spec``, or build it with ``make() -> (payload, metrics)`` and keep it."""
+        pt, meta, lock = self.paths(kind, spec)
+        with FileLock(str(lock)):
+            entry = self._load(pt, meta, spec, map_location)
+            if entry is not None:
+                self.loaded.append(pt.stem)
+                return entry
+            start = time.perf_counter()
+            payload, metrics = make()
+            wall = time.perf_counter() - start
+            _atomic_write(pt, lambda tmp: torch.save(payload, tmp))
+            record = {
+                "kind": kind,
+                "key": pt.stem,
+                "spec": spec,
+                "metrics": metrics,
+                "sha256": _sha256(pt),
+                "wall_seconds": round(wall, 3),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "commit": provenance.commit(),
+                "machine": provenance.machine(device),
+            }
+            _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
+            self.made.append(pt.stem)
+            return Entry(payload, record, True, pt)
+
+    def _load(self, pt: Path, meta: Path, spec: dict, map_location) -> Entry | None:
+        if not pt.exists():
+            return None
+        problem = None
+        try:
+            record = json.loads(meta.read_text())
+        except (OSError, ValueError) as err:
+            record, problem = None, f"its provenance {meta.name} is missing or unreadable ({err})"
+        if record is not None:
+            if canonical(record.get("spec")) != canonical(spec):
+                problem = "its provenance records a different spec than its key"
+            elif record.get("sha256") != _sha256(pt):
+                problem = "its checksum does not match its provenance (truncated or corrupted file)"
+        if problem is None:
+            try:
+                payload = torch.load(pt, map_location=map_location, weights_only=True)
+            except Exception as err:  # any unpickling failure means the file cannot be trusted
+                problem = f"it does not load ({type(err).__name__}: {err})"
+        if problem is not None:
+            aside = pt.with_name(f"{pt.stem}.corrupt-{int(time.time())}.pt")
+            os.replace(pt, aside)
+            warnings.warn(f"checkpoint {pt} was moved aside to {aside.name} and will be rebuilt: {problem}")
+            return None
+        return Entry(payload, record, False, pt)

@@ -1,0 +1,129 @@
+"""The pytest plugin, driven through pytester: markers, verdicts, outcomes, report, compare."""
+
+import json
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+EXPECTED = textwrap.dedent('''
+    [claims.LP-7]
+    title = "t7"
+    source = "s"
+    [[claims.LP-7.checks]]
+    statistic = "diff"
+    description = "d"
+    comparator = ">"
+    threshold = 0.0
+
+    [claims.LP-8]
+    title = "t8"
+    source = "s"
+    [[claims.LP-8.checks]]
+    statistic = "diff"
+    description = "d"
+    comparator = ">"
+    threshold = 0.0
+    [claims.LP-8.expect."fashion_mnist.smoke"]
+    verdict = "contradicted"
+    reason = "a recorded finding"
+''')
+
+CLAIMS = textwrap.dedent('''
+    import numpy as np
+    import pytest
+    from advclaims import stats
+    from advclaims.measurement import Measurement
+    from advclaims.plugin import on_datasets
+
+    @pytest.fixture
+    def dataset(request):
+        return request.param
+
+    def measured(shift):
+        a = np.random.default_rng(0).normal(shift, 0.1, 200)
+        return Measurement(statistics={"diff": stats.mean(a)}, n=200)
+
+    @pytest.mark.claim("LP-7")
+    @on_datasets("fashion_mnist", "cifar10")
+    def test_holds(dataset, check):
+        check(measured(1.0))
+
+    @pytest.mark.claim("LP-8")
+    @on_datasets("fashion_mnist")
+    def test_known_finding(dataset, check):
+        check(measured(-1.0))
+''')
+
+
+@pytest.fixture
+def project(pytester):
+    (pytester.path / "expected").mkdir()
+    (pytester.path / "expected" / "local_properties.toml").write_text(EXPECTED)
+    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
+    return pytester
+
+
+def test_verdicts_become_outcomes_and_a_report(project, tmp_path):
+    result = project.runpytest("--repro-report", str(tmp_path / "r"))
+    result.assert_outcomes(passed=2, xfailed=1)
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    outcomes = {(c["claim"], c["dataset"]): c["outcome"] for c in data["claims"]}
+    assert outcomes == {("LP-7", "fashion_mnist"): "passed", ("LP-7", "cifar10"): "passed",
+                        ("LP-8", "fashion_mnist"): "known finding"}
+    result.stdout.fnmatch_lines(["*advclaims: claims*", "LP-7*cifar10*reproduced*passed*"])
+
+
+def test_dataset_markers_select_exactly_their_instances(project):
+    result = project.runpytest("-m", "cifar10")
+    result.assert_outcomes(passed=1, deselected=2)
+
+
+def test_an_unexpected_verdict_fails_and_says_what_to_record(project):
+    project.makepyfile(test_claims=CLAIMS.replace("measured(1.0)", "measured(-1.0)"))
+    result = project.runpytest("-k", "holds and fashion_mnist")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*verdict contradicted*expects reproduced*", "*record it under*LP-7*"])
+
+
+def test_a_known_finding_that_starts_reproducing_fails(project):
+    project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(1.0)"))
+    result = project.runpytest("-k", "known_finding")
+    result.assert_outcomes(failed=1)
+
+
+def test_an_unknown_claim_id_is_an_error_not_a_pass(project):
+    project.makepyfile(test_claims=CLAIMS.replace('claim("LP-7")', 'claim("LP-77")'))
+    result = project.runpytest()
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*unknown claim id 'LP-77'*"])
+
+
+def test_a_claim_test_that_never_checks_fails(project):
+    project.makepyfile(test_claims=CLAIMS.replace("check(measured(1.0))", "measured(1.0)"))
+    result = project.runpytest("-k", "holds")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*must hand its measurement to `check`*"])
+
+
+def test_malformed_expected_is_a_usage_error(project):
+    (project.path / "expected" / "local_properties.toml").write_text(EXPECTED.replace('comparator = ">"', "", 1))
+    result = project.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*missing field 'comparator'*"])
+
+
+def test_autosave_then_compare_reports_a_flipped_verdict_and_can_fail(project, tmp_path):
+    storage = str(project.path / "runs")
+    project.runpytest("--repro-autosave", "--repro-storage", storage).assert_outcomes(passed=2, xfailed=1)
+    project.makepyfile(test_claims=CLAIMS.replace("measured(1.0)", "measured(0.0)"))
+    result = project.runpytest("--repro-compare", "--repro-storage", storage, "--repro-compare-fail")
+    result.stdout.fnmatch_lines(["*changes against*", "*LP-7*verdict flipped: reproduced -> inconclusive*"])
+    assert result.ret != 0
+
+
+def test_bad_device_is_a_usage_error(project):
+    result = project.runpytest("--repro-device", "tpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -1,0 +1,73 @@
+"""Report: JSON and Markdown carry every verdict; saved runs compare; flips are found."""
+
+import json
+
+import pytest
+
+from advclaims import report
+
+
+def record(claim="LP-8", dataset="fashion_mnist", verdict="reproduced", value=2.0, low=1.5, high=2.5,
+           outcome="passed"):
+    return {
+        "claim": claim, "paper": "local_properties", "title": "t", "source": "Table 1", "dataset": dataset,
+        "budget": "smoke", "seeds": [0], "n": 500, "verdict": verdict, "expected": "reproduced",
+        "expected_reason": None, "outcome": outcome, "wall_seconds": 1.0, "paper_setting": False,
+        "checks": [{"statistic": "max_ratio_layer4", "description": "d", "comparator": ">", "threshold": 1.0,
+                    "paper": 3.65, "tolerance": None, "value": value, "low": low, "high": high, "n": 500,
+                    "confidence": 0.95, "method": "bootstrap BCa", "verdict": verdict}],
+        "values": [{"statistic": "std_max_layer4", "description": "d", "paper": 3.72, "tolerance": 1.86,
+                    "measured": 2.9, "within": True}],
+        "tables": {"table1": [{"layer": "Layer4", "max_std": 2.9, "max_std_ci": [2.8, 3.0]}]},
+        "tests": [], "notes": [], "protocol_note": None, "figures": ["figures/x.png"], "figure_errors": [],
+    }
+
+
+def test_markdown_shows_every_verdict_including_inconclusive_and_known_findings():
+    recs = [record(), record(claim="LP-7", verdict="inconclusive", outcome="known finding"),
+            record(claim="LP-9", verdict="contradicted", outcome="failed")]
+    md = report.markdown(report.build(recs, budget="smoke", argv=["pytest"]))
+    for needle in ("reproduced", "inconclusive", "contradicted", "known finding", "Table `table1`",
+                   "2.9 [2.8, 3]", "figures/x.png", "| `std_max_layer4` |"):
+        assert needle in md
+    assert md.index("LP-7") < md.index("LP-8") < md.index("LP-9")
+
+
+def test_claims_sort_numerically_not_lexically():
+    recs = [record(claim="LP-10"), record(claim="LP-9")]
+    built = report.build(recs, budget="smoke", argv=[])
+    assert [r["claim"] for r in built["claims"]] == ["LP-9", "LP-10"]
+
+
+def test_write_produces_json_that_round_trips(tmp_path):
+    built = report.build([record()], budget="smoke", argv=["pytest", "claims"])
+    report.write(tmp_path, built)
+    loaded = json.loads((tmp_path / "report.json").read_text())
+    assert loaded["claims"][0]["checks"][0]["value"] == 2.0
+    assert loaded["summary"]["reproduced"] == 1 and loaded["machine"]["torch"]
+    assert (tmp_path / "report.md").read_text().startswith("# advclaims report")
+
+
+def test_compare_finds_flips_moves_new_and_missing_claims():
+    old = report.build([record(), record(claim="LP-7")], budget="smoke", argv=[])
+    new = report.build([record(verdict="inconclusive", value=1.1, low=0.9, high=1.3),
+                        record(claim="LP-9")], budget="smoke", argv=[])
+    kinds = {(c["claim"], c["kind"]) for c in report.compare(old, new)}
+    assert kinds == {("LP-8", "verdict flipped"), ("LP-8", "statistic moved"), ("LP-9", "new"), ("LP-7", "not run")}
+
+
+def test_compare_ignores_moves_within_the_interval():
+    old = report.build([record()], budget="smoke", argv=[])
+    new = report.build([record(value=2.2, low=1.8, high=2.6)], budget="smoke", argv=[])
+    assert report.compare(old, new) == []
+
+
+def test_saved_runs_are_numbered_and_the_latest_is_found(tmp_path):
+    built = report.build([record()], budget="smoke", argv=[])
+    first = report.save_run(tmp_path, built)
+    second = report.save_run(tmp_path, built)
+    assert first.name.startswith("0001_") and second.name.startswith("0002_")
+    assert report.find_run(tmp_path, "latest") == second
+    assert report.find_run(tmp_path, "0001") == first
+    with pytest.raises(FileNotFoundError, match="--repro-autosave"):
+        report.find_run(tmp_path / "empty", "latest")
