@@ -27,6 +27,18 @@ class Budget:
     eval_batch: int = 500             # images per attack batch
     seeds: tuple[int, ...] = (0,)     # training seeds; statistics pool over them
 
+    def describe(self, eps_name: str = "eps") -> str:
+        """One line per model role, for the session header (what --collect-only runs would train)."""
+        lines = [f"budget {self.name}: training images {self.train_subset or 'all'}, "
+                 f"evaluation images {self.test_n or 'all'}, ResNet-18 width {self.width('resnet18')}"]
+        for role in ("std", "adv"):
+            r = self.recipe(role, 1.0)
+            attack = "" if r.method == "standard" else f", {r.method} steps {r.attack_steps} step {r.alpha:g}*{eps_name}"
+            lines.append(f"  {role.upper()}: {r.method} training, {r.epochs} epochs, batch {r.batch_size}, "
+                         f"lr {r.lr} ({r.schedule}), momentum {r.momentum}, weight decay {r.weight_decay}{attack}")
+        lines.append(f"  evaluation: PGD-20 step {eps_name}/8 with random start, FGSM step {eps_name}")
+        return "\n".join(lines)
+
     def width(self, arch: str) -> int:
         return self.widths.get(arch, DEFAULT_WIDTH[arch])
 
@@ -41,17 +53,17 @@ class Budget:
                  Recipe("fgsm_rs", epochs=15, batch_size=256, lr=0.2, schedule="triangle", eps=eps,
                         alpha=1.25 * eps, attack_steps=1))
         else:
-            # smoke ADV: PGD-3 rather than FGSM-RS, which overfits catastrophically on short runs
+            # smoke ADV: PGD-2 rather than FGSM-RS, which can overfit catastrophically (gradient masking)
             r = (Recipe("standard", epochs=4, batch_size=128, lr=0.1, schedule="triangle") if role == "std" else
-                 Recipe("pgd", epochs=5, batch_size=128, lr=0.1, schedule="triangle", eps=eps,
-                        alpha=eps / 2, attack_steps=3))
+                 Recipe("pgd", epochs=4, batch_size=128, lr=0.1, schedule="triangle", eps=eps,
+                        alpha=eps / 2, attack_steps=2))
         if weight_decay != r.weight_decay:
             r = Recipe(**{**r.as_dict(), "weight_decay": weight_decay})
         return r
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", train_subset=8000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500),
+    "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500),
     "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000),
     "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000),
 }

@@ -23,11 +23,21 @@ from .training import Recipe, evaluate_model, train
 PIPELINE_VERSION = 1  # bump when attack parameters or data subsets change meaning: cached sets rebuild
 
 
-@dataclass
 class DatasetBundle:
-    info: data_mod.DatasetInfo
-    train: data_mod.Split
-    test: data_mod.Split        # the budget's evaluation images (canonical order prefix)
+    """A dataset at a budget: its training subset (read on first use: a warm run never needs it)
+    and its evaluation images (the test split's canonical-order prefix)."""
+
+    def __init__(self, info: data_mod.DatasetInfo, load_train, test: data_mod.Split):
+        self.info = info
+        self.test = test
+        self._load_train = load_train
+        self._train: data_mod.Split | None = None
+
+    @property
+    def train(self) -> data_mod.Split:
+        if self._train is None:
+            self._train = self._load_train()
+        return self._train
 
 
 @dataclass
@@ -79,9 +89,9 @@ class Pipeline:
             meta = data_mod.info(name)
             load = functools.partial(data_mod.load, name, root=self.data_root, device=self.device,
                                      download=self.download)
-            train_split = load("train").subset(self.budget.train_subset, seed=0)
             test_split = load("test").head(self.budget.test_n)
-            self._datasets[name] = DatasetBundle(meta, train_split, test_split)
+            self._datasets[name] = DatasetBundle(
+                meta, lambda: load("train").subset(self.budget.train_subset, seed=0), test_split)
         return self._datasets[name]
 
     # -- models -------------------------------------------------------------------------------
@@ -110,7 +120,7 @@ class Pipeline:
             torch.manual_seed(seed)
             return models_mod.build(arch, in_channels=meta.channels, num_classes=meta.num_classes,
                                     width=spec["width"], mean=meta.mean, std=meta.std,
-                                    input_size=meta.size).to(self.device)
+                                    input_size=meta.size).to(self.device, memory_format=torch.channels_last)
 
         def make():
             bundle = self.dataset(dataset)

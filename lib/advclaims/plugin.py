@@ -101,6 +101,10 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+def pytest_report_header(config):
+    return budgets_mod.get(config.getoption("--repro-budget")).describe().splitlines()
+
+
 def pytest_collection_modifyitems(config, items):
     catalogue = config.stash[CATALOGUE]
     has_cuda = torch.cuda.is_available()
