@@ -9,9 +9,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-pytest_plugins = ["advclaims.plugin", "fixtures.data", "fixtures.models", "fixtures.adversarial"]
+HERE = Path(__file__).parent
+TESTS = HERE / "tests"
 
-TESTS = Path(__file__).parent / "tests"
+# every module of fixtures/ is a fixture plugin (data, models, adversarial, and one per paper as needed)
+pytest_plugins = ["advclaims.plugin"] + [
+    f"fixtures.{p.stem}" for p in sorted((HERE / "fixtures").glob("*.py")) if p.stem != "__init__"]
 
 
 def pytest_collection_modifyitems(config, items):
