@@ -1,0 +1,74 @@
+"""PGD: Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models Resistant
+to Adversarial Attacks", ICLR.
+
+Threat model: L-inf, radius ``eps`` in pixel units of [0, 1]; white box. ``steps`` iterations of
+x <- Proj_{B(x0, eps) ∩ [0,1]}(x ± alpha * sign(grad_x loss)), ascending the loss (untargeted) or
+descending it toward y (``targeted=True``, y is then the target label).
+``loss="ce"`` is cross-entropy (the paper's); ``loss="margin"`` is max_{i != y} z_i - z_y on logits
+(the Carlini-Wagner margin, "PGD-CW"). Losses are summed, not averaged, over the batch.
+
+Starting point, in order of precedence:
+  * ``init`` (a tensor broadcastable to x): the starting perturbation, projected onto the ball.
+    Passing each image its slice of one noise tensor makes a batch give exactly the result of its
+    images attacked one by one, random start included.
+  * ``random_start=True`` (default): uniform noise in [-eps, eps] of x's full shape, drawn with
+    ``generator`` on the generator's device (the CPU when None: torch's global RNG), then moved to
+    x's device; the same seed gives the same attack, but the noise of image i depends on the
+    batch it is drawn in.
+  * otherwise x itself (steps=0 then returns x; eps=0 always returns x).
+
+Defaults from the paper: CIFAR-10 eps=8/255, alpha=2/255, steps=7 (training) or 20 (evaluation);
+MNIST eps=0.3, alpha=0.01, steps=40/100. No defaults here: every budget is explicit.
+
+Shapes: x float (N, C, H, W) in [0, 1]; y int64 (N,); returns a new detached (N, C, H, W) tensor.
+The model runs in eval mode with frozen parameters and is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss, frozen,
+                      input_gradient, margin_loss, project_linf)
+
+LOSSES = {"ce": cross_entropy_loss, "margin": margin_loss}
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+        random_start: bool = True, targeted: bool = False, generator: torch.Generator | None = None,
+        loss: str = "ce", init: torch.Tensor | None = None) -> torch.Tensor:
+    eps, alpha, steps = check_eps(eps), check_alpha(alpha), check_steps(steps)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    loss_fn = LOSSES[loss]
+    direction = -1.0 if targeted else 1.0  # targeted descends the loss toward y
+    with frozen(model):
+        check_attack_inputs(model, x, y)
+        x = x.detach()
+        x_adv = project_linf(x + _start(x, eps, random_start, generator, init), x, eps)
+        for _ in range(steps):
+            grad = input_gradient(model, x_adv, y, loss_fn)
+            x_adv = project_linf(x_adv + direction * alpha * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def _start(x, eps, random_start, generator, init) -> torch.Tensor | float:
+    if init is not None:
+        if not isinstance(init, torch.Tensor) or not _broadcasts_to(init.shape, x.shape):
+            shape = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
+            raise ValueError(f"init must be a tensor broadcastable to x's shape {tuple(x.shape)}, got {shape}; "
+                             "pass one starting perturbation per image (or one for all)")
+        return init.to(device=x.device, dtype=x.dtype)
+    if not random_start:
+        return 0.0
+    device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.empty(x.shape, dtype=x.dtype, device=device).uniform_(-eps, eps, generator=generator)
+    return noise.to(x.device)
+
+
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
