@@ -125,6 +125,8 @@ def markdown(report: dict) -> str:
                              f"| ±{_fmt(v['tolerance'])} | {_fmt(v['within'])} |")
         for name, rows in r.get("tables", {}).items():
             lines += ["", f"Table `{name}` (mean [95% CI] over images):", ""] + _table(rows)
+        for note in r.get("notes", []):
+            lines += ["", f"Note: {note}"]
         for t in r.get("tests", []):
             lines.append(f"\n{t['name']} ({t['alternative']}): statistic {_fmt(t['statistic'])}, p = {_fmt(t['pvalue'])}")
         for f in r.get("figures", []):

@@ -10,11 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
+    """Write a figure as PNG (creating the folder) and free it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+_save = save  # the name the paper figure modules were first written against
 
 
 def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
