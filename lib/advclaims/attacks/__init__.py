@@ -8,14 +8,17 @@ the paper, the threat model, the defaults and the tensor shapes.
 from ._common import (NonFiniteLogits, check_attack_inputs, check_images, check_labels, frozen, input_gradient,
                       margin_loss, project_linf)
 from .bim import bim
+from .confined_deepfool import confined_deepfool
 from .cw import cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .fgsm import fgsm
 from .pgd import pgd
+from .targeted_deepfool import targeted_deepfool
 from .universal import fooling_rate, universal_perturbation
 
 __all__ = [
-    "fgsm", "pgd", "bim", "cw_l2", "deepfool", "DeepFoolResult", "universal_perturbation", "fooling_rate",
+    "fgsm", "pgd", "bim", "cw_l2", "deepfool", "DeepFoolResult", "confined_deepfool", "targeted_deepfool",
+    "universal_perturbation", "fooling_rate",
     "frozen", "input_gradient", "project_linf", "margin_loss", "NonFiniteLogits",
     "check_images", "check_labels", "check_attack_inputs",
 ]

@@ -1,0 +1,231 @@
+"""Class scores along principal curvature directions (curvature paper, Sec. 4.1, Figs. 1-2): claims CV-2..CV-5.
+
+Every test image x_n is moved to x_n + s d_c along one unit direction d_c per class c (its most positively
+curved, most negatively curved or flattest direction from Algorithm 1), for s on a symmetric grid. The grid
+spans +- the mean norm of the mean-subtracted test images: perturbations up to the size of the images
+themselves (the paper does not state its range; Figs. 1-2 go until the classes have changed).
+Images are not clamped, as in the paper's mean-subtracted image space.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+from .. import stats
+from ..measurement import Measurement
+from . import curvature_figures as cfig
+from .curvature import PrincipalCurvatures
+
+S_POINTS = 11                 # s / s_max in {-1, -0.8, ..., 1}
+SCORES_VERSION = 2            # bump when what ScoreCurves keeps changes: cached curves rebuild
+FIELDS = ("pred", "own", "top_other", "lse", "moved")
+
+
+@dataclass
+class ScoreCurves:
+    """What the claims read from the logits of image n moved by s[k] along class c's direction (``kind``), each
+    (C, S, n): the prediction, the class-c score F_c, the top non-c score, the log-sum-exp of all scores (for the
+    softmax), and the mean |change of every class score| from s = 0. (Full logits would not fit for 100 classes.)"""
+
+    kind: str
+    s: torch.Tensor               # (S,)
+    pred: torch.Tensor
+    own: torch.Tensor
+    top_other: torch.Tensor
+    lse: torch.Tensor
+    moved: torch.Tensor
+    labels: torch.Tensor          # (n,)
+    directions: torch.Tensor      # (C, channels, H, W)
+    model_label: str = ""
+
+    @classmethod
+    def from_logits(cls, kind: str, s: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                    directions: torch.Tensor, model_label: str = "") -> "ScoreCurves":
+        """From logits (C, S, n, K): logits[c] is the set moved along class c's direction."""
+        zero = int(s.abs().argmin())
+        parts = [_summary(logits[c], c, zero) for c in range(logits.shape[0])]
+        return cls(kind, s, *(torch.stack([p[i] for p in parts]) for i in range(len(FIELDS))), labels, directions,
+                   model_label)
+
+    @property
+    def zero(self) -> int:
+        return int(self.s.abs().argmin())
+
+    @property
+    def levels(self) -> np.ndarray:
+        """The |s| levels, from 0 up; each pairs the grid points +s and -s."""
+        return self.s[self.zero:].numpy()
+
+    def at_level(self, values: torch.Tensor) -> torch.Tensor:
+        """Average a (…, S, …) tensor whose axis 1 runs over s into |s| levels: (…, L, …)."""
+        z = self.zero
+        pos, neg = values[:, z:], values[:, :z + 1].flip(1)
+        return (pos + neg) / 2
+
+    def payload(self) -> dict:
+        return {k: getattr(self, k) for k in ("s", *FIELDS, "labels", "directions")}
+
+
+def _summary(logits: torch.Tensor, c: int, zero: int) -> tuple[torch.Tensor, ...]:
+    """The FIELDS of logits (S, n, K) moved along class c's direction."""
+    others = logits.clone()
+    others[..., c] = float("-inf")
+    return (logits.argmax(-1), logits[..., c], others.amax(-1), logits.logsumexp(-1),
+            (logits - logits[zero]).abs().mean(-1))
+
+
+def perturbation_range(images: torch.Tensor, mean_image: torch.Tensor) -> float:
+    """s_max: the mean L2 norm of the mean-subtracted images."""
+    return float((images - mean_image).flatten(1).norm(dim=1).mean())
+
+
+@torch.no_grad()
+def score_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, curv: PrincipalCurvatures,
+                 kind: str, *, s_max: float, points: int = S_POINTS, batch: int = 1000) -> ScoreCurves:
+    """Every image moved along every class's ``kind`` direction, for s in linspace(-s_max, s_max)."""
+    s = torch.linspace(-s_max, s_max, points)
+    dirs = torch.stack([curv.direction(c, kind) for c in range(len(curv.classes))]).to(images)
+    zero = int(s.abs().argmin())
+    was = model.training
+    model.eval()
+    parts = []
+    for c in range(len(dirs)):
+        logits = torch.stack([torch.cat([model(images[i:i + batch] + t * dirs[c])
+                                         for i in range(0, len(images), batch)]) for t in s.tolist()])   # (S, n, K)
+        parts.append([f.cpu() for f in _summary(logits, c, zero)])
+    model.train(was)
+    fields = (torch.stack([p[i] for p in parts]) for i in range(len(FIELDS)))
+    return ScoreCurves(kind, s, *fields, labels.cpu(), dirs.cpu(), getattr(curv, "model_label", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics: per-image values, bootstrapped over images
+
+
+def over_images(fn, n: int, **kw) -> stats.Estimate:
+    """fn(indices of images) -> float, with a percentile bootstrap interval over the n images."""
+    def stat(idx, axis=-1):
+        i = idx.astype(int)
+        if i.ndim == 1:
+            return fn(i)
+        return np.array([fn(r) for r in i.reshape(-1, i.shape[-1])]).reshape(i.shape[:-1])
+    return stats.bootstrap(stat, np.arange(n, dtype=float), method="percentile", **kw)
+
+
+def spearman_rho(x, y) -> float:
+    """Spearman's rho; 0 when either side is constant (no trend to rank)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sps.ConstantInputWarning)
+        rho = sps.spearmanr(x, y).statistic
+    return 0.0 if not np.isfinite(rho) else float(rho)
+
+
+def level_trend(per_image: np.ndarray, levels: np.ndarray) -> stats.Estimate:
+    """Spearman's rho between the |s| levels and the mean over images of per_image (n, L); bootstrap over images."""
+    data = np.asarray(per_image, dtype=float)
+    return over_images(lambda i: spearman_rho(levels, data[i].mean(0)), len(data))
+
+
+def class_transitions(curves: ScoreCurves) -> Measurement:
+    """CV-2: along class c's most positively curved direction, images move into c as |s| grows."""
+    n_cls, _, n = curves.pred.shape
+    classes = torch.arange(n_cls)[:, None, None]
+    pred0 = curves.pred[0, curves.zero]                          # (n,): the clean prediction
+    into_levels = curves.at_level((curves.pred == classes).float())           # (C, L, n)
+    not_c = (pred0[None] != torch.arange(n_cls)[:, None]).float()             # (C, n)
+    # per image: the fraction of the classes it is not predicted as that it is moved into, per |s| level
+    per_image = ((into_levels * not_c[:, None]).sum(0) / not_c.sum(0).clamp_min(1)).T.numpy()   # (n, L)
+    t_lv, o_lv = curves.at_level(curves.own).numpy(), curves.at_level(curves.top_other).numpy()   # (C, L, n)
+    target_median = np.median(t_lv, axis=-1)                     # (C, L)
+    stats_ = {
+        "transition_at_max": stats.mean(per_image[:, -1]),
+        "transition_trend": level_trend(per_image, curves.levels),
+        # the median over images of the class-c score, per class, averaged over classes
+        "target_score_trend": over_images(
+            lambda i: spearman_rho(curves.levels, np.median(t_lv[..., i], -1).mean(0)), n),
+        "median_score_gap_at_max": over_images(
+            lambda i: float((np.median(t_lv[:, -1, i], -1) - np.median(o_lv[:, -1, i], -1)).mean()), n),
+    }
+    rows = [{"s_over_smax": float(s / curves.s[-1]), "transition": float(per_image[:, i].mean()),
+             "median_target_score": float(target_median[:, i].mean())} for i, s in enumerate(curves.s[curves.zero:])]
+    return Measurement(
+        statistics=stats_, n=n,
+        values={"s_max": float(curves.s[-1]), "transition_at_max": stats_["transition_at_max"].value},
+        tables={"transition_by_level": rows},
+        figures={"fig2": lambda path: cfig.median_scores(path, curves,
+                                                         title="Fig. 2: most positively curved direction"),
+                 "directions": lambda path: cfig.direction_grid(path, curves)},
+    )
+
+
+def class_departures(curves: ScoreCurves) -> Measurement:
+    """CV-3: along class c's most negatively curved direction, images of class c leave c as |s| grows."""
+    n = curves.pred.shape[2]
+    pred0 = curves.pred[0, curves.zero]                          # (n,)
+    own_dir = curves.pred[pred0, :, torch.arange(n)]             # (n, S): each image along its own class's direction
+    per_image = curves.at_level((own_dir != pred0[:, None]).float()).numpy()  # (n, L)
+    stats_ = {"departure_at_max": stats.mean(per_image[:, -1]),
+              "departure_trend": level_trend(per_image, curves.levels)}
+    rows = [{"s_over_smax": float(s / curves.s[-1]), "left_own_class": float(per_image[:, i].mean())}
+            for i, s in enumerate(curves.s[curves.zero:])]
+    return Measurement(
+        statistics=stats_, n=n, values={"s_max": float(curves.s[-1])},
+        tables={"departure_by_level": rows},
+        figures={"supplement_negative": lambda path: cfig.median_scores(
+            path, curves, title="Supplement: most negatively curved direction")},
+    )
+
+
+def flat_direction_effects(flat: ScoreCurves, positive: ScoreCurves) -> Measurement:
+    """CV-4: along the flattest directions, over the same range of s, predictions and scores barely move."""
+    if not torch.equal(flat.s, positive.s):
+        raise ValueError("flat and positive curves must share the grid of s")
+    n = flat.pred.shape[2]
+    pred0 = flat.pred[0, flat.zero]
+    changed = (flat.pred != pred0).float()                       # (C, S, n)
+    per_image_changed = flat.at_level(changed).mean(0).T.numpy()  # (n, L): averaged over the classes' directions
+    ends = [0, len(flat.s) - 1]
+    moved_flat = flat.moved[:, ends].mean((0, 1)).numpy()       # mean |change of every class score| at +-s_max
+    moved_pos = positive.moved[:, ends].mean((0, 1)).numpy()
+    stats_ = {"prediction_change_at_max": stats.mean(per_image_changed[:, -1]),
+              "score_movement_ratio": stats.ratio_of_means(moved_flat, moved_pos)}
+    rows = [{"s_over_smax": float(s / flat.s[-1]), "changed": float(per_image_changed[:, i].mean())}
+            for i, s in enumerate(flat.s[flat.zero:])]
+    return Measurement(
+        statistics=stats_, n=n,
+        values={"mean_abs_score_change_flat": float(moved_flat.mean()),
+                "mean_abs_score_change_positive": float(moved_pos.mean())},
+        tables={"prediction_change_by_level": rows},
+        figures={"supplement_flat": lambda path: cfig.median_scores(path, flat,
+                                                                    title="Supplement: flattest direction")},
+    )
+
+
+def additive_separability(positive: ScoreCurves, negative: ScoreCurves) -> Measurement:
+    """CV-5: per-image curves of F_c along class c's directions are vertical shifts of one another.
+
+    For each class c and direction (most positive and most negative), y_n(s) = F_c(x_n + s d) - F_c(x_n); the
+    spread is the standard deviation over images averaged over s != 0, the range that of the median curve.
+    The statistic is spread / range averaged over classes and both directions, bootstrapped over images.
+    """
+    curves = []
+    for cv in (positive, negative):
+        y = (cv.own - cv.own[:, [cv.zero]]).numpy()             # (C, S, n)
+        curves.append(np.delete(y, cv.zero, axis=1))
+    data = np.concatenate(curves)                                 # (2C, S-1, n)
+
+    def ratio(i):
+        y = data[..., i]
+        med = np.median(y, -1)
+        span = med.max(-1) - med.min(-1)
+        return float(np.mean(y.std(-1).mean(-1) / np.maximum(span, 1e-12)))
+    est = over_images(ratio, data.shape[-1], n_resamples=1000)
+    return Measurement(
+        statistics={"spread_to_range": est}, n=data.shape[-1],
+        figures={"fig1": lambda path: cfig.per_sample_curves(path, positive, negative)},
+    )

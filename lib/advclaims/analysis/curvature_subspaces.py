@@ -1,0 +1,288 @@
+"""Subspaces of principal curvature and DeepFool directions (curvature paper, Secs. 4.2-4.3, Figs. 3-5): CV-6..CV-9.
+
+S_pos(d), S_neg(d), S_pos∪neg(d) and S_flat(d) take d directions per class from Algorithm 1 (the d most
+positive, the d most negative, both, the d flattest), orthonormalised together by QR. S_hi(d) / S_lo(d) are the
+top / bottom d right singular vectors of the L2-normalised DeepFool perturbations of training images (no mean
+subtraction). An image is projected as the paper's mean-subtracted image i = x - mean: x_d = mean + Q Q^T (x - mean)
+(the training mean's orthogonal component added back; footnote 5).
+
+"Few directions": where one number is needed, a subspace spanning a quarter of the input dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import stats
+from ..attacks import fgsm, frozen, universal_perturbation
+from ..attacks.confined_deepfool import confined_deepfool
+from ..evaluation import correct
+from ..measurement import Measurement
+from . import curvature_figures as cfig
+from .curvature import PrincipalCurvatures, Setup
+from .curvature_directions import over_images, spearman_rho
+
+KINDS = ("pos", "neg", "posneg", "flat")
+
+
+def orthonormal_basis(columns: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
+    """Orthonormal basis (D, k) of span(columns), dropping directions with singular value below ``tol`` (columns are
+    unit directions, so the tolerance is absolute): eigenvectors of the Gram matrix, then one QR to clean up."""
+    a = columns.double()
+    if a.shape[1] == 0:
+        return a.new_zeros(a.shape[0], 0).to(columns.dtype)
+    w, u = torch.linalg.eigh(a.T @ a)
+    keep = w > tol ** 2
+    q = torch.linalg.qr(a @ (u[:, keep] / w[keep].sqrt()))[0]
+    return q.to(columns.dtype)
+
+
+def nested_bases(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Orthonormal bases of span(blocks[0]), span(blocks[0], blocks[1]), ...: each block is orthogonalised against the
+    basis so far (twice, for stability) and QR'd; once the whole space is spanned, later blocks are skipped."""
+    dims = blocks[0].shape[0]
+    q = torch.zeros(dims, 0, dtype=torch.float64)
+    out = []
+    for block in blocks:
+        if q.shape[1] < dims and block.shape[1]:
+            r = block.double()
+            for _ in range(2):
+                r = r - q @ (q.T @ r)
+            q = torch.cat([q, orthonormal_basis(r)], 1)
+        out.append(q.float())
+    return out
+
+
+def project(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Q Q^T v for vectors v (N, ...) flattened to (N, D)."""
+    flat = v.flatten(1)
+    return ((flat @ basis) @ basis.T).view_as(v)
+
+
+def complement(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(I - Q Q^T) v."""
+    return v - project(v, basis)
+
+
+def project_images(x: torch.Tensor, basis: torch.Tensor, mean_image: torch.Tensor) -> torch.Tensor:
+    """mean + Q Q^T (x - mean): the projection of the mean-subtracted image, in pixel space."""
+    return mean_image + project(x - mean_image, basis)
+
+
+def _columns(curv: PrincipalCurvatures, kind: str, lo: int, hi: int) -> torch.Tensor:
+    """Directions lo..hi-1 of every class in the order of ``kind`` (both ends for pos∪neg)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown subspace {kind!r}: use one of {KINDS}")
+    ends = {"pos": ("positive",), "neg": ("negative",), "posneg": ("positive", "negative"), "flat": ("flat",)}[kind]
+    return torch.cat([curv.ordered(c, end)[:, lo:hi] for c in range(len(curv.classes)) for end in ends], 1)
+
+
+def curvature_subspaces(curv: PrincipalCurvatures, kind: str, grid: list[int]) -> dict[int, torch.Tensor]:
+    """S_kind(d) for every d of an increasing grid: d directions per class (2d for pos∪neg), orthonormalised."""
+    bounds = list(zip([0] + grid[:-1], grid))
+    return dict(zip(grid, nested_bases([_columns(curv, kind, lo, hi) for lo, hi in bounds])))
+
+
+def curvature_subspace(curv: PrincipalCurvatures, kind: str, d: int) -> torch.Tensor:
+    """S_kind(d): d directions per class (2d for pos∪neg), orthonormalised by QR."""
+    return curvature_subspaces(curv, kind, [d])[d]
+
+
+def per_class_for(dims: int, kind: str, classes: int) -> int:
+    """d per class for which S_kind(d) has (about) ``dims`` columns."""
+    return max(1, math.ceil(dims / (classes * (2 if kind == "posneg" else 1))))
+
+
+def d_grid(dims: int) -> list[int]:
+    """Directions per class: 0, 1, 2, 4, ... up to the input dimension."""
+    out, d = [0], 1
+    while d < dims:
+        out.append(d)
+        d *= 2
+    return out + [dims]
+
+
+@dataclass
+class SvdBasis:
+    """Right singular vectors (D, D) of the L2-normalised DeepFool perturbations, by descending singular value."""
+
+    vectors: torch.Tensor
+    singular_values: torch.Tensor
+    images: int
+
+    def hi(self, d: int) -> torch.Tensor:
+        return self.vectors[:, :d]
+
+    def lo(self, d: int) -> torch.Tensor:
+        return self.vectors[:, self.vectors.shape[1] - d:]
+
+
+def deepfool_svd(perturbations: torch.Tensor) -> SvdBasis:
+    """SVD of the stacked, L2-normalised perturbations (N, ...): the full set of D right singular vectors
+    (those beyond the rank of the stack have singular value 0 and come last)."""
+    r = perturbations.flatten(1).double()
+    r = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    _, s, vt = torch.linalg.svd(r, full_matrices=True)
+    values = torch.zeros(vt.shape[0], dtype=s.dtype)
+    values[:len(s)] = s
+    return SvdBasis(vt.T.float().contiguous(), values.float(), len(r))
+
+
+def _accuracy_curve(model, x, y, mean_image, bases: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
+    return {d: correct(model, project_images(x, q.to(x), mean_image), y).cpu().numpy() for d, q in bases.items()}
+
+
+def _quarter(dims: int) -> int:
+    return max(1, dims // 4)
+
+
+def accuracy_in_curvature_subspaces(setup: Setup, curv: PrincipalCurvatures) -> Measurement:
+    """CV-6: accuracy of images projected onto S_pos, S_neg, S_pos∪neg, S_flat, for d from 0 to full."""
+    model, x, y = setup.net, setup.test_x, setup.test_y
+    dims, n_cls = curv.dims, len(curv.classes)
+    mean = curv.mean_image.to(x)
+    clean = correct(model, x, y).cpu().numpy()
+    rows, curves = [], {}
+    for kind in KINDS:
+        bases = curvature_subspaces(curv, kind, d_grid(dims))
+        acc = _accuracy_curve(model, x, y, mean, bases)
+        curves[kind] = [(bases[d].shape[1], float(acc[d].mean())) for d in bases]
+        rows += [{"subspace": kind, "d": d, "dims": bases[d].shape[1], "accuracy": float(acc[d].mean())} for d in bases]
+    quarter = _quarter(dims)
+    q_curved = curvature_subspace(curv, "posneg", per_class_for(quarter, "posneg", n_cls))
+    q_flat = curvature_subspace(curv, "flat", per_class_for(quarter, "flat", n_cls))
+    flat_3q = curvature_subspace(curv, "flat", per_class_for(dims - quarter, "flat", n_cls))
+    acc_curved = correct(model, project_images(x, q_curved.to(x), mean), y).cpu().numpy()
+    acc_flat = correct(model, project_images(x, q_flat.to(x), mean), y).cpu().numpy()
+    acc_no_flat = correct(model, mean + complement(x - mean, flat_3q.to(x)), y).cpu().numpy()
+    return Measurement(
+        statistics={"curved_quarter_accuracy_drop": stats.mean_difference(clean, acc_curved),
+                    "flat_quarter_accuracy_above_chance": stats.mean(acc_flat - 1.0 / n_cls),
+                    "flat_removed_accuracy_drop": stats.mean_difference(clean, acc_no_flat)},
+        n=len(y),
+        values={"clean_accuracy": float(clean.mean()), "curved_quarter_dims": q_curved.shape[1],
+                "flat_quarter_dims": q_flat.shape[1], "flat_removed_dims": flat_3q.shape[1]},
+        tables={"accuracy_by_subspace": rows},
+        figures={"fig3_accuracy": lambda path: cfig.subspace_curves(
+            path, curves, ylabel="test accuracy", reference=float(clean.mean()), chance=1.0 / n_cls,
+            title=f"Fig. 3 (top): accuracy on projected test images ({curv.model_label})")},
+    )
+
+
+def saliency(model, x: torch.Tensor) -> torch.Tensor:
+    """Simonyan et al.'s saliency map: the gradient of the predicted class's score with respect to the image."""
+    with frozen(model):
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        (g,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), xg)
+    return g
+
+
+def norm_fraction(v: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
+    """||Q Q^T v|| / ||v|| per vector."""
+    flat = v.flatten(1)
+    return ((flat @ basis).norm(dim=1) / flat.norm(dim=1).clamp_min(1e-30)).cpu().numpy()
+
+
+def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_images: int = 250,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
+    """The perturbations of Fig. 3 (bottom): DeepFool (those that succeeded), FGSM (the unclipped sign step at eps),
+    universal perturbations (one per chunk of images, L-inf radius eps) and saliency maps, plus a Gaussian random
+    vector per image."""
+    model, x, y, eps = setup.net, setup.test_x, setup.test_y, setup.eps
+    g = torch.Generator().manual_seed(seed)
+    uaps = torch.cat([universal_perturbation(model, chunk, eps=eps, norm="linf")
+                      for chunk in x[:uap_images].chunk(uap_chunks)])
+    return {"deepfool": deepfool_set.perturbation[deepfool_set.success],
+            "fgsm": fgsm(model, x, y, eps=eps, clip=False) - x, "uap": uaps, "saliency": saliency(model, x),
+            "random": torch.randn(x.shape, generator=g).to(x)}
+
+
+def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set) -> Measurement:
+    """CV-7: fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces."""
+    directions = attack_directions(setup, deepfool_set)
+    dims, n_cls = curv.dims, len(curv.classes)
+    quarter = _quarter(dims)
+    q_curved = curvature_subspace(curv, "posneg", per_class_for(quarter, "posneg", n_cls))
+    q_flat = curvature_subspace(curv, "flat", per_class_for(quarter, "flat", n_cls))
+    statistics, values = {}, {}
+    random_curved = norm_fraction(directions["random"], q_curved)
+    for name in ("deepfool", "fgsm", "uap", "saliency"):
+        v = directions[name]
+        f_curved, f_flat = norm_fraction(v, q_curved), norm_fraction(v, q_flat)
+        statistics[f"{name}_curved_minus_flat"] = stats.mean_difference(f_curved, f_flat)
+        statistics[f"{name}_curved_minus_random"] = stats.mean_difference(f_curved, random_curved, paired=False)
+        values[f"{name}_fraction_curved"] = float(f_curved.mean())
+        values[f"{name}_fraction_flat"] = float(f_flat.mean())
+    values["random_fraction_curved"] = float(random_curved.mean())
+    curves, rows = {}, []
+    for kind in KINDS:
+        for d, q in curvature_subspaces(curv, kind, d_grid(dims)).items():
+            for name, v in directions.items():
+                frac = float(norm_fraction(v, q).mean())
+                curves.setdefault(name, {}).setdefault(kind, []).append((q.shape[1], frac))
+                rows.append({"subspace": kind, "d": d, "dims": q.shape[1], "perturbation": name, "norm_fraction": frac})
+    return Measurement(
+        statistics=statistics, n=len(directions["deepfool"]),
+        values={**values, "quarter_dims_curved": q_curved.shape[1], "quarter_dims_flat": q_flat.shape[1]},
+        tables={"norm_fraction_by_subspace": rows},
+        figures={"fig3_norm_fractions": lambda path: cfig.fraction_panels(path, curves, title=(
+            f"Fig. 3 (bottom): fraction of L2 norm in each subspace ({curv.model_label})"))},
+    )
+
+
+def accuracy_in_svd_subspaces(setup: Setup, svd: SvdBasis) -> Measurement:
+    """CV-8: accuracy on images projected onto S_hi(d) (top singular vectors of DeepFool perturbations) and S_lo(d)."""
+    model, x, y, label = setup.net, setup.test_x, setup.test_y, setup.label
+    dims = svd.vectors.shape[0]
+    mean = setup.mean_image.to(x)
+    clean = correct(model, x, y).cpu().numpy()
+    grid = [d for d in d_grid(dims) if d > 0] + [0]
+    curves, rows, acc = {}, [], {}
+    for name, pick in (("hi", svd.hi), ("lo", svd.lo)):
+        acc[name] = _accuracy_curve(model, x, y, mean, {d: pick(d) for d in sorted(set(grid) | {_quarter(dims)})})
+        curves[name] = [(d, float(a.mean())) for d, a in sorted(acc[name].items())]
+        rows += [{"subspace": f"S_{name}", "d": d, "accuracy": float(a.mean())} for d, a in sorted(acc[name].items())]
+    q = _quarter(dims)
+    return Measurement(
+        statistics={"hi_quarter_accuracy_drop": stats.mean_difference(clean, acc["hi"][q]),
+                    "lo_quarter_accuracy_drop": stats.mean_difference(clean, acc["lo"][q])},
+        n=len(y), values={"clean_accuracy": float(clean.mean()), "quarter_dims": q, "svd_images": svd.images},
+        tables={"accuracy_by_svd_subspace": rows},
+        figures={"fig4": lambda path: cfig.subspace_curves(
+            path, curves, ylabel="test accuracy", reference=float(clean.mean()), chance=None,
+            title=f"Fig. 4: accuracy on S_hi / S_lo of DeepFool perturbations ({label})")},
+    )
+
+
+def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | None = None) -> Measurement:
+    """CV-9: DeepFool confined to S_hi(d): its mean norm falls with d, inversely to the image's projection norm."""
+    model, x, label = setup.net, setup.test_x[:setup.settings.confined_images], setup.label
+    dims = svd.vectors.shape[0]
+    grid = grid or [d for d in d_grid(dims) if d >= 4]
+    mean = setup.mean_image.to(x)
+    norms, proj, success, rows = [], [], [], []
+    for d in grid:
+        q = svd.hi(d).to(x)
+        res = confined_deepfool(model, x, q)
+        norms.append(res.perturbation.flatten(1).norm(dim=1).cpu().numpy())
+        proj.append(((x - mean).flatten(1) @ q).norm(dim=1).cpu().numpy())
+        success.append(res.success.float().cpu().numpy())
+        rows.append({"d": d, "confined_deepfool_norm": float(norms[-1].mean()),
+                     "projection_norm": float(proj[-1].mean()), "success": float(success[-1].mean()),
+                     "iterations": float(res.iterations.float().mean())})
+    norms_m, proj_m = np.stack(norms, 1), np.stack(proj, 1)       # (n, len(grid))
+    n = len(x)
+    statistics = {
+        "norm_trend_with_d": over_images(lambda i: spearman_rho(grid, norms_m[i].mean(0)), n),
+        "norm_vs_projection": over_images(lambda i: spearman_rho(proj_m[i].mean(0), norms_m[i].mean(0)), n),
+    }
+    return Measurement(
+        statistics=statistics, n=n, values={"success_smallest_d": rows[0]["success"]},
+        tables={"confined_deepfool": rows},
+        figures={"fig5": lambda path: cfig.confined_norms(path, rows, title=f"Fig. 5: confined DeepFool ({label})")},
+    )

@@ -1,0 +1,249 @@
+"""The curvature paper's library code: Algorithm 1's operator, subspaces, confined and targeted DeepFool."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advclaims.analysis import curvature as cv
+from advclaims.analysis.curvature_defence import Resampled
+from advclaims.analysis.curvature_directions import ScoreCurves, class_departures, class_transitions
+from advclaims.analysis.curvature_subspaces import (complement, deepfool_svd, nested_bases, orthonormal_basis, project,
+                                                    project_images)
+from advclaims.attacks.confined_deepfool import confined_deepfool
+from advclaims.attacks.targeted_deepfool import targeted_deepfool
+
+seeds = st.integers(0, 2**16)
+SIDE, CLASSES = 4, 3
+DIMS = SIDE * SIDE
+
+
+def mlp(activation: nn.Module, seed: int = 0, dtype=torch.float64, hidden: int = 24) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(DIMS, hidden), activation, nn.Linear(hidden, CLASSES)).to(dtype).eval()
+
+
+def images(seed: int, n: int = 5, dtype=torch.float64) -> torch.Tensor:
+    return torch.rand(n, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def operator(net, seed: int, h: float, n: int = 4) -> cv.CurvatureOperator:
+    x = images(seed, n)
+    return cv.CurvatureOperator(net, x, torch.tensor([1, 2] * (n // 2)), 0, h)
+
+
+def margin_hessian(net, x: torch.Tensor, source: int, target: int = 0) -> torch.Tensor:
+    """The exact autograd (double backward) Hessian of F_target - F_source at one image."""
+    def f(v):
+        logits = net(v.view(1, 1, SIDE, SIDE))
+        return logits[0, target] - logits[0, source]
+    return torch.autograd.functional.hessian(f, x.flatten())
+
+
+@given(seed=seeds)
+@settings(deadline=None, max_examples=10)
+def test_on_a_smooth_net_the_central_difference_operator_is_the_exact_hessian_and_symmetric(seed):
+    net = mlp(nn.Softplus(), seed)
+    op = operator(net, seed, h=1e-3)
+    cols = op.per_point(torch.eye(DIMS, dtype=torch.float64))          # (N, D, D): row j is H_n e_j
+    for n in range(len(op.points)):
+        exact = margin_hessian(net, op.points[n], int(op.sources[n]))
+        assert torch.allclose(cols[n], exact, atol=1e-5 * (1 + exact.abs().max()))
+    mean = cols.mean(0)
+    assert (mean - mean.T).norm() <= 1e-5 * (mean + mean.T).norm()
+
+
+@given(seed=seeds)
+@settings(deadline=None, max_examples=10)
+def test_on_a_relu_net_double_backward_sees_no_curvature_but_the_operator_does(seed):
+    net = mlp(nn.ReLU(), seed, hidden=256)     # enough units that a step of h crosses some kink from some point
+    op = operator(net, seed, h=cv.central_difference_step(images(seed, 64)), n=8)
+    exact = margin_hessian(net, op.points[0], int(op.sources[0]))
+    assert exact.abs().max() == 0                                      # piecewise linear: zero almost everywhere
+    v = torch.randn(3, DIMS, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    assert (op(v).norm(dim=1) > 0).all()
+
+
+def test_the_operator_scales_with_the_probe_norm_but_always_steps_h():
+    net = mlp(nn.ReLU(), 3)
+    op = operator(net, 3, h=0.5)
+    v = torch.randn(1, DIMS, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(op(5 * v), 5 * op(v), atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_principal_directions_are_orthonormal_sorted_and_diagonalise_the_symmetric_operator(method):
+    net = mlp(nn.Softplus(), 1)
+    op = operator(net, 1, h=1e-3, n=6)
+    g = torch.Generator().manual_seed(0)
+    if method == "dense":
+        curv, dirs, asym, sym = cv._dense(op, g)
+    else:
+        curv, dirs, asym, sym = cv._lanczos(op, g, k=3)
+    v = dirs.double()
+    assert torch.allclose(v.T @ v, torch.eye(DIMS, dtype=v.dtype), atol=1e-5)
+    finite = curv[torch.isfinite(curv)]
+    assert (finite[1:] <= finite[:-1]).all()
+    full = op(torch.eye(DIMS, dtype=torch.float64))                    # row j: H e_j
+    symmetric = (full + full.T) / 2
+    for i in torch.isfinite(curv).nonzero().squeeze(1):                # each computed direction is an eigenvector
+        d = v[:, i]
+        assert torch.allclose(symmetric @ d, curv[i].double() * d, atol=1e-4 * symmetric.abs().max())
+    assert float(asym.trace() / sym.trace()) < 1e-8                    # smooth net: symmetric operator
+
+
+def test_lanczos_finds_the_same_extreme_curvatures_as_the_dense_decomposition():
+    op = operator(mlp(nn.Softplus(), 2), 2, h=1e-3, n=6)
+    dense, _, _, _ = cv._dense(op, torch.Generator().manual_seed(0))
+    lanczos, _, _, _ = cv._lanczos(op, torch.Generator().manual_seed(0), k=3)
+    assert torch.allclose(lanczos[:3], dense[:3], rtol=1e-3, atol=1e-6)
+    assert torch.allclose(lanczos[-3:], dense[-3:], rtol=1e-3, atol=1e-6)
+    assert torch.isnan(lanczos[3:-3]).all()                            # the flat complement is left uncomputed
+
+
+def test_lanczos_directions_are_orthonormal_even_when_the_relu_operator_is_not_symmetric():
+    op = operator(mlp(nn.ReLU(), 4, hidden=256), 4, h=0.5, n=6)
+    curv, dirs, asym, sym = cv._lanczos(op, torch.Generator().manual_seed(0), k=3)
+    v = dirs.double()
+    assert torch.allclose(v.T @ v, torch.eye(DIMS, dtype=v.dtype), atol=1e-5)
+    assert float(asym.sum()) > 0                                       # the raw ReLU operator is asymmetric
+
+
+@given(seed=seeds, n=st.integers(2, 8))
+@settings(deadline=None, max_examples=20)
+def test_gram_statistics_equal_the_norms_they_stand_for(seed, n):
+    w = torch.randn(n, 7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    s = torch.randn(n, 7, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    assert np.isclose(cv.gram_norm(w @ w.T).value, float(w.mean(0).norm()))
+    assert np.isclose(cv.gram_ratio(w @ w.T, s @ s.T).value, float(w.mean(0).norm() / s.mean(0).norm()))
+
+
+# ---------------------------------------------------------------------------------------------
+# subspaces
+
+dims_and_cols = st.tuples(st.integers(2, 12), st.integers(0, 14))
+
+
+def random_columns(seed: int, dims: int, cols: int, repeat: bool) -> torch.Tensor:
+    a = torch.randn(dims, cols, generator=torch.Generator().manual_seed(seed))
+    if repeat and cols > 1:
+        a[:, -1] = a[:, 0]                                             # a dependent column
+    return a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+@given(seed=seeds, shape=dims_and_cols, repeat=st.booleans())
+@settings(deadline=None, max_examples=40)
+def test_subspace_projection_is_idempotent_orthogonal_and_complements_to_the_identity(seed, shape, repeat):
+    dims, cols = shape
+    q = orthonormal_basis(random_columns(seed, dims, cols, repeat))
+    assert q.shape[1] <= min(dims, cols)
+    v = torch.randn(5, dims, generator=torch.Generator().manual_seed(seed + 7))
+    p = project(v, q)
+    assert torch.allclose(project(p, q), p, atol=1e-5)                                   # idempotent
+    assert torch.allclose((p * complement(v, q)).sum(1), torch.zeros(5), atol=1e-4)       # orthogonal parts
+    assert torch.allclose(p + complement(v, q), v, atol=1e-6)                             # complement + projection
+    x = torch.rand(5, 1, 1, dims, generator=torch.Generator().manual_seed(seed + 9))
+    mean = torch.rand(1, 1, dims, generator=torch.Generator().manual_seed(seed + 8))
+    assert torch.allclose(project_images(project_images(x, q, mean), q, mean), project_images(x, q, mean), atol=1e-5)
+
+
+@given(seed=seeds, sizes=st.lists(st.integers(0, 5), min_size=1, max_size=5))
+@settings(deadline=None, max_examples=30)
+def test_nested_bases_span_exactly_the_columns_added_so_far(seed, sizes):
+    dims = 9
+    blocks = [random_columns(seed + i, dims, k, repeat=True) for i, k in enumerate(sizes)]
+    for i, q in enumerate(nested_bases(blocks)):
+        upto = torch.cat(blocks[:i + 1], 1)
+        assert torch.allclose(q.T @ q, torch.eye(q.shape[1]), atol=1e-5)
+        assert torch.allclose(project(upto.T, q), upto.T, atol=1e-4)                     # every column is inside
+        assert q.shape[1] == torch.linalg.matrix_rank(upto.double(), atol=1e-5)
+
+
+def test_deepfool_svd_orders_directions_and_splits_the_space():
+    r = torch.randn(30, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
+    svd = deepfool_svd(r)
+    assert torch.allclose(svd.vectors.T @ svd.vectors, torch.eye(DIMS), atol=1e-5)
+    assert (svd.singular_values[1:] <= svd.singular_values[:-1] + 1e-6).all()
+    assert torch.allclose(svd.hi(5).T @ svd.lo(DIMS - 5), torch.zeros(5, DIMS - 5), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# attacks
+
+
+@given(seed=seeds, k=st.integers(1, DIMS))
+@settings(deadline=None, max_examples=15)
+def test_confined_deepfool_perturbations_stay_in_the_subspace(seed, k):
+    net = mlp(nn.ReLU(), seed, dtype=torch.float32)
+    x = images(seed, 6, dtype=torch.float32)
+    q = torch.linalg.qr(torch.randn(DIMS, k, generator=torch.Generator().manual_seed(seed)))[0]
+    res = confined_deepfool(net, x, q, max_iter=30)
+    assert torch.allclose(complement(res.perturbation.flatten(1), q), torch.zeros(6, DIMS), atol=1e-4)
+    with torch.no_grad():
+        moved = net(x + res.perturbation).argmax(1)
+    assert torch.equal(moved != res.original, res.success)
+
+
+def test_unconfined_deepfool_with_the_full_space_reaches_the_boundary():
+    net = mlp(nn.ReLU(), 5, dtype=torch.float32)
+    x = images(5, 8, dtype=torch.float32)
+    full = confined_deepfool(net, x, torch.eye(DIMS))
+    assert full.success.all()
+    assert torch.allclose(full.perturbation, confined_deepfool(net, x, None).perturbation, atol=1e-5)
+
+
+@given(seed=seeds, target=st.integers(0, CLASSES - 1))
+@settings(deadline=None, max_examples=15)
+def test_targeted_deepfool_successes_are_predicted_as_the_target(seed, target):
+    net = mlp(nn.ReLU(), seed, dtype=torch.float32)
+    x = images(seed, 8, dtype=torch.float32)
+    res = targeted_deepfool(net, x, target, max_iter=20)
+    with torch.no_grad():
+        final = net(x + res.perturbation).argmax(1)
+    assert (final[res.success] == target).all()
+    assert (res.perturbation[res.original == target] == 0).all()      # already the target: not attacked
+    assert not res.success[res.original == target].any()
+
+
+def test_resampling_at_full_size_is_the_identity_and_is_linear():
+    net = mlp(nn.ReLU(), 0, dtype=torch.float32)
+    x, z = images(0, 3, dtype=torch.float32), images(1, 3, dtype=torch.float32)
+    assert torch.equal(Resampled(net, SIDE).resample(x), x)
+    r = Resampled(net, 2)
+    assert torch.allclose(r.resample(2 * x - z), 2 * r.resample(x) - r.resample(z), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# class-score curves: a model whose class-0 score is the squared component along a known direction
+
+
+class Quadratic(nn.Module):
+    """Logits (|u . x|^2 - 1, 0.5, 0.4): class 0 gains along +-u, loses nothing elsewhere."""
+
+    def __init__(self, u):
+        super().__init__()
+        self.u = u
+
+    def forward(self, x):
+        a = (x.flatten(1) @ self.u) ** 2 - 1
+        return torch.stack([a, torch.full_like(a, 0.5), torch.full_like(a, 0.4)], 1)
+
+
+def test_transition_statistics_see_images_move_into_the_class_of_a_positive_direction():
+    u = torch.zeros(DIMS)
+    u[0] = 1.0
+    net = Quadratic(u)
+    x = torch.zeros(20, 1, SIDE, SIDE)
+    s = torch.linspace(-3, 3, 7)
+    other = torch.zeros(DIMS)
+    other[1] = 1.0                                                     # a direction the model ignores
+    dirs = torch.stack([u.view(1, SIDE, SIDE), other.view(1, SIDE, SIDE), u.view(1, SIDE, SIDE)])
+    logits = torch.stack([torch.stack([net(x + t * dirs[c]) for t in s]) for c in range(CLASSES)])
+    curves = ScoreCurves.from_logits("positive", s, logits, torch.zeros(20, dtype=torch.long), dirs)
+    m = class_transitions(curves)
+    assert m.statistics["transition_at_max"].value == pytest.approx(0.5)   # into class 0, never into class 2
+    assert m.statistics["transition_trend"].value > 0.8
+    # every image is of class 1, whose direction the model ignores: none leaves
+    assert class_departures(curves).statistics["departure_at_max"].value == 0.0
