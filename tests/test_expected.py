@@ -99,3 +99,21 @@ def test_wrongly_typed_claim_tables_raise_expected_error_only(table):
         expected._parse_claim("X-1", table, "local_properties", "fuzz.toml")
     except expected.ExpectedError:
         pass
+
+
+def test_a_variant_key_overrides_its_dataset_and_budget():
+    text = GOOD + '''
+[claims.X-1.expect."mnist.smoke.wrn28_10"]
+verdict = "contradicted"
+reason = "WRN only"
+'''
+    spec = expected.parse(text, paper="local_properties")["X-1"]
+    assert spec.expectation("mnist", "smoke", ("wrn28_10",)).verdict is Verdict.CONTRADICTED
+    assert spec.expectation("mnist", "smoke", ("vgg16",)).verdict is Verdict.REPRODUCED
+    assert spec.expectation("mnist", "smoke").verdict is Verdict.REPRODUCED
+
+
+def test_a_variant_key_with_a_wildcard_is_an_error():
+    text = GOOD.replace('"*.fast"', '"*.fast.vgg16"')
+    with pytest.raises(expected.ExpectedError, match="no '\\*'"):
+        expected.parse(text, paper="local_properties")

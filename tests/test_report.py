@@ -71,3 +71,13 @@ def test_saved_runs_are_numbered_and_the_latest_is_found(tmp_path):
     assert report.find_run(tmp_path, "0001") == first
     with pytest.raises(FileNotFoundError, match="--repro-autosave"):
         report.find_run(tmp_path / "empty", "latest")
+
+
+def test_compare_keeps_architectures_of_one_claim_apart():
+    a, b = record(dataset="cifar10"), record(dataset="cifar10", verdict="inconclusive")
+    a["variant"], b["variant"] = "cifar10-vgg16", "cifar10-wrn28_10"
+    old = report.build([a, b], budget="paper", argv=[])
+    assert report.compare(old, old) == []
+    flipped = dict(b, verdict="reproduced")
+    changes = report.compare(old, report.build([a, flipped], budget="paper", argv=[]))
+    assert [(c["dataset"], c["kind"]) for c in changes] == [("cifar10-wrn28_10", "verdict flipped")]

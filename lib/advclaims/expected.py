@@ -61,8 +61,11 @@ class ClaimSpec:
     expect: dict = field(default_factory=dict)     # "dataset.budget" -> Expectation
     protocol_note: str | None = None
 
-    def expectation(self, dataset: str, budget: str) -> Expectation:
-        for key in (f"{dataset}.{budget}", f"{dataset}.*", f"*.{budget}", "*.*"):
+    def expectation(self, dataset: str, budget: str, variants: tuple[str, ...] = ()) -> Expectation:
+        """Most specific first: dataset.budget.variant (a test parameter such as an architecture),
+        dataset.budget, dataset.*, *.budget, *.*; default reproduced."""
+        keys = [f"{dataset}.{budget}.{v}" for v in variants]
+        for key in keys + [f"{dataset}.{budget}", f"{dataset}.*", f"*.{budget}", "*.*"]:
             if key in self.expect:
                 return self.expect[key]
         return Expectation(Verdict.REPRODUCED)
@@ -94,9 +97,11 @@ def _parse_expect(table: dict, where: str) -> dict:
     for key, entry in table.items():
         w = f"{where}.expect.{key!r}"
         parts = key.split(".")
-        if len(parts) != 2:
-            raise ExpectedError(f"{w}: keys are 'dataset.budget' (either may be '*')")
-        ds, bud = parts
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ExpectedError(f"{w}: keys are 'dataset.budget' (either may be '*') or 'dataset.budget.variant'")
+        ds, bud = parts[:2]
+        if len(parts) == 3 and "*" in parts:
+            raise ExpectedError(f"{w}: a 'dataset.budget.variant' key names its dataset and budget (no '*')")
         if ds != "*" and ds not in data_mod.DATASETS:
             raise ExpectedError(f"{w}: unknown dataset {ds!r}; known: {', '.join(sorted(data_mod.DATASETS))}")
         if bud != "*" and bud not in budgets_mod.NAMES:

@@ -171,15 +171,19 @@ def check(request, pipeline):
     if dataset is None:
         raise pytest.UsageError(f"{request.node.nodeid}: a claim test must be parametrised over datasets (on_datasets)")
     budget = pipeline.budget.name
+    variant = callspec.id  # every parameter of the instance, e.g. "cifar10" or "cifar10-vgg16"
+    others = tuple(str(v) for k, v in sorted(callspec.params.items()) if k != "dataset")
+    others += tuple(p for p in variant.split("-") if p != dataset and p not in others)
 
     def _check(measurement: Measurement) -> dict:
         request.node.stash[CHECKED] = True
-        record = _evaluate(spec, measurement, dataset, budget, pipeline.budget.seeds)
+        record = _evaluate(spec, measurement, dataset, budget, pipeline.budget.seeds, others)
+        record["variant"] = variant
         record["wall_seconds"] = time.perf_counter() - request.node.stash.get(STARTED, time.perf_counter())
         record["nodeid"] = request.node.nodeid
         report_dir = request.config.getoption("--repro-report")
         _draw(record, measurement, report_dir)
-        expectation = spec.expectation(dataset, budget)
+        expectation = spec.expectation(dataset, budget, others)
         outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
         if record["verdict"] == expectation.verdict.value and not outside:
             record["outcome"] = "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
@@ -189,7 +193,7 @@ def check(request, pipeline):
         if record["outcome"] == "known finding":
             pytest.xfail(f"known finding ({spec.id} {record['verdict']} on {dataset}/{budget}): {expectation.reason}")
         if record["outcome"] == "failed":
-            lines = [f"{spec.id} on {dataset} at the {budget} budget: verdict {record['verdict']}, "
+            lines = [f"{spec.id} on {variant} at the {budget} budget: verdict {record['verdict']}, "
                      f"expected/{spec.paper}.toml expects {expectation.verdict.value}."]
             lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
                       f"{c['verdict']}" for c in record["checks"]]
@@ -203,7 +207,8 @@ def check(request, pipeline):
     return _check
 
 
-def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds) -> dict:
+def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds,
+              variants: tuple[str, ...] = ()) -> dict:
     checks = []
     for c in spec.checks:
         if c.statistic not in m.statistics:
@@ -223,7 +228,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         within = None if measured is None else abs(measured - v.paper) <= v.tolerance
         values.append({"statistic": v.statistic, "description": v.description, "paper": v.paper,
                        "tolerance": v.tolerance, "measured": measured, "within": within})
-    expectation = spec.expectation(dataset, budget)
+    expectation = spec.expectation(dataset, budget, variants)
     return {
         "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
         "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
@@ -239,7 +244,7 @@ def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
     if not report_dir:
         return
     for name, draw in m.figures.items():
-        rel = Path("figures") / f"{record['claim']}_{record['dataset']}_{name}.png"
+        rel = Path("figures") / f"{record['claim']}_{record.get('variant', record['dataset'])}_{name}.png"
         try:
             draw(Path(report_dir) / rel)
             record["figures"].append(str(rel))
@@ -310,7 +315,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for r in sorted(records, key=lambda r: (report_mod._claim_order(r["claim"]), r["dataset"])):
         c = r["checks"][0]
         more = f" +{len(r['checks']) - 1}" if len(r["checks"]) > 1 else ""
-        tr.write_line(f"{r['claim']:<6} {r['dataset']:<14} {r['verdict']:<13} {r['outcome']:<14} "
+        tr.write_line(f"{r['claim']:<6} {r.get('variant', r['dataset']):<14} {r['verdict']:<13} {r['outcome']:<14} "
                       f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})")
     out = config.getoption("--repro-report")
     if out:

@@ -44,7 +44,7 @@ def summary(records: list[dict]) -> dict:
 
 
 def build(records: list[dict], *, budget: str, argv: list[str], device: str = "cpu") -> dict:
-    records = sorted(records, key=lambda r: (_claim_order(r["claim"]), r["dataset"]))
+    records = sorted(records, key=lambda r: (_claim_order(r["claim"]), r.get("variant", r["dataset"])))
     return {
         "advclaims": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,12 +101,12 @@ def markdown(report: dict) -> str:
         c = r["checks"][0]
         more = f" (+{len(r['checks']) - 1} more)" if len(r["checks"]) > 1 else ""
         lines.append(
-            f"| {r['claim']} | {r['dataset']} | `{c['statistic']}`{more} | {_interval(c)} | "
+            f"| {r['claim']} | {r.get('variant', r['dataset'])} | `{c['statistic']}`{more} | {_interval(c)} | "
             f"{c['comparator']} {_fmt(c['threshold'])} | {_fmt(c.get('paper'))} | {VERDICT_MARK[r['verdict']]} | "
             f"{r['outcome']} |"
         )
     for r in report["claims"]:
-        lines += ["", f"## {r['claim']} on {r['dataset']}: {r['title']}", "",
+        lines += ["", f"## {r['claim']} on {r.get('variant', r['dataset'])}: {r['title']}", "",
                   f"Source: {r['source']}. Verdict: **{r['verdict']}** (expected: {r['expected']}"
                   + (f"; reason: {r['expected_reason']}" if r.get("expected_reason") else "") + f"). "
                   f"n = {r['n']} images, seeds {r['seeds']}, wall time {r['wall_seconds']:.1f} s.", ""]
@@ -174,15 +174,15 @@ def find_run(storage: str | Path, which: str) -> Path:
 
 def compare(old: dict, new: dict) -> list[dict]:
     """What changed: verdicts that flipped, statistics that moved outside the other run's interval."""
-    index = {(r["claim"], r["dataset"]): r for r in old.get("claims", [])}
+    index = {_key(r): r for r in old.get("claims", [])}
     changes = []
     for r in new.get("claims", []):
-        before = index.get((r["claim"], r["dataset"]))
+        before = index.get(_key(r))
         if before is None:
-            changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "new", "detail": f"verdict {r['verdict']}"})
+            changes.append({"claim": r["claim"], "dataset": _key(r)[1], "kind": "new", "detail": f"verdict {r['verdict']}"})
             continue
         if before["verdict"] != r["verdict"]:
-            changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "verdict flipped",
+            changes.append({"claim": r["claim"], "dataset": _key(r)[1], "kind": "verdict flipped",
                             "detail": f"{before['verdict']} -> {r['verdict']}"})
         old_checks = {c["statistic"]: c for c in before["checks"]}
         for c in r["checks"]:
@@ -190,13 +190,18 @@ def compare(old: dict, new: dict) -> list[dict]:
             if o is None:
                 continue
             if not (o["low"] <= c["value"] <= o["high"]) and not (c["low"] <= o["value"] <= c["high"]):
-                changes.append({"claim": r["claim"], "dataset": r["dataset"], "kind": "statistic moved",
+                changes.append({"claim": r["claim"], "dataset": _key(r)[1], "kind": "statistic moved",
                                 "detail": f"{c['statistic']}: {_interval(o)} -> {_interval(c)}"})
-    seen = {(r["claim"], r["dataset"]) for r in new.get("claims", [])}
+    seen = {_key(r) for r in new.get("claims", [])}
     for key, r in index.items():
         if key not in seen:
             changes.append({"claim": key[0], "dataset": key[1], "kind": "not run", "detail": f"was {r['verdict']}"})
     return changes
+
+
+def _key(r: dict) -> tuple[str, str]:
+    """A claim instance: claim id and its parameters (dataset, and architecture where parametrised)."""
+    return r["claim"], r.get("variant", r["dataset"])
 
 
 def format_changes(changes: list[dict], against: str) -> list[str]:

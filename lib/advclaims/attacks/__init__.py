@@ -12,12 +12,13 @@ from .confined_deepfool import confined_deepfool
 from .cw import cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .fgsm import fgsm
+from .nrf import nrf
 from .pgd import pgd
 from .targeted_deepfool import targeted_deepfool
 from .universal import fooling_rate, universal_perturbation
 
 __all__ = [
-    "fgsm", "pgd", "bim", "cw_l2", "deepfool", "DeepFoolResult", "confined_deepfool", "targeted_deepfool",
+    "fgsm", "pgd", "bim", "cw_l2", "deepfool", "DeepFoolResult", "confined_deepfool", "targeted_deepfool", "nrf",
     "universal_perturbation", "fooling_rate",
     "frozen", "input_gradient", "project_linf", "margin_loss", "NonFiniteLogits",
     "check_images", "check_labels", "check_attack_inputs",
