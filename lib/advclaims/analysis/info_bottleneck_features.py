@@ -1,0 +1,169 @@
+"""The information bottleneck of Kim, Lee & Ro (NeurIPS 2021): robust and non-robust channels.
+
+The model is split after its last convolutional block, f = tail ∘ encode, Z = encode(x) (N, C, H, W).
+Per image and channel, a noise scale sigma = softplus(lambda) (lambda starts at 0) is fitted with
+Adam (lr 0.1, 200 steps) to
+    CE(tail(Z + sigma · eps), y) + beta · KL,   eps ~ N(0, 1) per image and channel,
+    KL = mean over images and channels of 0.5 (var_z / sigma^2 + log(sigma^2 / var_z) - 1),
+var_z being each channel's spatial variance in Z (unbiased, as torch's .var). A channel is robust
+when sigma^2 > T = max(var_z) over the fitting batch and its channels (Eq. 5): i_r = 1(sigma^2 > T),
+i_nr = 1 - i_r, Z_r = i_r · Z, Z_nr = i_nr · Z, so Z = Z_r + Z_nr exactly.
+
+Facts taken from the authors' public code (model/IFP.py) where the paper is silent: lambda and the
+noise have shape (N, C, 1, 1), i.e. one sigma and one noise draw per image and channel, shared over
+the spatial positions, so every image gets its own masks; T is the maximum over the whole fitting
+batch (100 images in their test script); CE is a batch mean; the split point ("pop=3") is the output
+of the last convolution's batch norm, before its ReLU (VGG-16: index 41 of torchvision's
+features, before the last max-pool; WRN-28-10: the final BN, before the ReLU and pooling).
+
+Z̄ = encode(x_adv) are the features of adversarial examples; masks fitted on clean images are applied
+to them as i_r · Z̄ and i_nr · Z̄ (Table 1), masks fitted on the adversarial images themselves give
+i_r^a · Z̄ and i_nr^a · Z̄ (Table 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import frozen
+from ..models.vgg import VGG16BN
+from ..models.wrn import WideResNet28
+
+BETA = 0.3          # weight of the information loss (authors' code)
+STEPS = 200         # Adam steps on lambda
+LR = 0.1            # Adam learning rate
+FIT_BATCH = 100     # images per fitting batch: T is the maximum over one batch (authors' test batch size)
+KL_DELTA = 1e-10    # keeps the KL finite where a variance is 0 (authors' code)
+
+
+@dataclass(frozen=True)
+class Split:
+    """model = tail ∘ encode, cut where the bottleneck sits; ``layer`` says where, in words."""
+
+    model: nn.Module
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    tail: Callable[[torch.Tensor], torch.Tensor]
+    layer: str
+
+
+def split_at_last_conv_block(model: nn.Module) -> Split:
+    """The authors' split point for VGG-16-BN and WRN-28-10; ``features``/``head`` for other models.
+
+    Our VGG's ``features`` ends after the last max-pool (1x1 maps on 28- and 32-pixel inputs, where a
+    spatial variance is undefined), so VGG is cut inside ``body`` at the authors' point instead.
+    """
+    if isinstance(model, VGG16BN):
+        front, back = model.body[:-2], model.body[-2:]  # [..., conv, BN] | [ReLU, MaxPool]
+        return Split(model, lambda x: front(model.normalize(x)), lambda z: model.head(back(z)),
+                     "VGG-16: last conv's batch norm, before its ReLU and the last max-pool")
+    if isinstance(model, WideResNet28):
+        def encode(x):
+            return model.bn(model.layer3(model.layer2(model.layer1(model.conv1(model.normalize(x))))))
+        return Split(model, encode, lambda z: model.head(F.relu(z)), "WRN-28-10: final batch norm, before its ReLU")
+    if not (hasattr(model, "features") and hasattr(model, "head")):
+        raise ValueError(f"{type(model).__name__} has no features()/head() split; add one or a case here")
+    return Split(model, model.features, model.head, f"{type(model).__name__}: features() output")
+
+
+@dataclass(frozen=True)
+class ChannelMasks:
+    """Robust channel index per image. robust: (N, C) bool; sigma: (N, C) fitted noise scale;
+    threshold: (N,) T of each image's fitting batch; beta: the information loss weight."""
+
+    robust: torch.Tensor
+    sigma: torch.Tensor
+    threshold: torch.Tensor
+    beta: float
+
+    @property
+    def non_robust(self) -> torch.Tensor:
+        return ~self.robust
+
+    def index(self, kind: str) -> torch.Tensor:
+        """i_r or i_nr as 0/1 floats (N, C), the paper's channel index."""
+        if kind not in ("robust", "non_robust"):
+            raise ValueError(f"kind must be 'robust' or 'non_robust', got {kind!r}")
+        i_r = self.robust.float()
+        return i_r if kind == "robust" else 1.0 - i_r
+
+    def as_payload(self) -> dict:
+        return {"robust": self.robust.cpu(), "sigma": self.sigma.cpu(), "threshold": self.threshold.cpu(),
+                "beta": torch.tensor(self.beta)}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "ChannelMasks":
+        return cls(p["robust"], p["sigma"], p["threshold"], float(p["beta"]))
+
+
+def spatial_variance(z: torch.Tensor) -> torch.Tensor:
+    """var_z: (N, C) unbiased variance of each channel over its H x W positions."""
+    if z.dim() != 4 or z.shape[2] * z.shape[3] < 2:
+        raise ValueError(f"Z must be (N, C, H, W) with at least 2 positions per channel, got {tuple(z.shape)}; "
+                         "split the model before its spatial dimensions collapse")
+    return z.var(dim=(2, 3))
+
+
+def information_loss(var_z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL[N(Z, var_z) || N(Z, sigma^2)], averaged over images and channels (Eq. 4's L_I)."""
+    q = sigma.pow(2)
+    return (0.5 * (var_z / (q + KL_DELTA) + torch.log((q + KL_DELTA) / (var_z + KL_DELTA)) - 1)).mean()
+
+
+def fit_channel_masks(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: float = BETA,
+                      steps: int = STEPS, lr: float = LR, batch_size: int = FIT_BATCH, seed: int = 0) -> ChannelMasks:
+    """Fit sigma on features z (N, C, H, W) with labels y, in batches of ``batch_size``; threshold.
+
+    Deterministic for a given seed (the noise comes from one CPU generator, drawn batch after batch).
+    The model is frozen while fitting: only lambda has a gradient.
+    """
+    if beta < 0 or steps < 0 or lr <= 0 or batch_size < 1:
+        raise ValueError("fit_channel_masks needs beta >= 0, steps >= 0, lr > 0 and batch_size >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    robust, sigmas, thresholds = [], [], []
+    with frozen(split.model):
+        for start in range(0, len(z), batch_size):
+            zb, yb = z[start:start + batch_size].detach(), y[start:start + batch_size]
+            var_z = spatial_variance(zb)
+            lam = torch.zeros(zb.shape[0], zb.shape[1], 1, 1, device=zb.device, requires_grad=True)
+            optimizer = torch.optim.Adam([lam], lr=lr)
+            for _ in range(steps):
+                sigma = F.softplus(lam)
+                noise = torch.randn(lam.shape, generator=generator).to(zb.device)
+                loss = F.cross_entropy(split.tail(zb + sigma * noise), yb) + beta * information_loss(var_z, sigma[:, :, 0, 0])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            sigma = F.softplus(lam.detach())[:, :, 0, 0]
+            threshold = var_z.max()
+            robust.append(sigma.pow(2) > threshold)
+            sigmas.append(sigma)
+            thresholds.append(threshold.expand(zb.shape[0]))
+    return ChannelMasks(torch.cat(robust), torch.cat(sigmas), torch.cat(thresholds), float(beta))
+
+
+def decompose(z: torch.Tensor, masks: ChannelMasks) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Z_r, Z_nr) = (i_r · Z, i_nr · Z), masks broadcast over the spatial positions."""
+    if masks.robust.shape != z.shape[:2]:
+        raise ValueError(f"masks are {tuple(masks.robust.shape)} but Z is {tuple(z.shape)}: one row per image, "
+                         "one column per channel")
+    i_r = masks.index("robust").to(z)[:, :, None, None]
+    i_nr = masks.index("non_robust").to(z)[:, :, None, None]
+    return i_r * z, i_nr * z
+
+
+@torch.no_grad()
+def encode_all(split: Split, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([split.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def masked_predictions(split: Split, z: torch.Tensor, masks: ChannelMasks) -> dict[str, torch.Tensor]:
+    """Predicted labels of tail(Z), tail(i_r · Z) and tail(i_nr · Z): keys int, robust, non_robust."""
+    z_r, z_nr = decompose(z, masks)
+    return {"int": split.tail(z).argmax(1), "robust": split.tail(z_r).argmax(1),
+            "non_robust": split.tail(z_nr).argmax(1)}

@@ -1,0 +1,260 @@
+"""Unit and property tests of the information bottleneck (robust / non-robust channels) and NRF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advclaims import models
+from advclaims.analysis.info_bottleneck import _spearman_of_means
+from advclaims.analysis.info_bottleneck_features import (ChannelMasks, Split, decompose, fit_channel_masks,
+                                                         information_loss, masked_predictions, spatial_variance,
+                                                         split_at_last_conv_block)
+from advclaims.analysis.info_bottleneck_suite import attack_params
+from advclaims.attacks.nrf import nrf
+
+NUM_CLASSES = 4
+
+# ---------------------------------------------------------------------------------------------
+# strategies, named once
+
+seeds = st.integers(0, 2**31 - 1)
+batch_sizes = st.integers(1, 5)
+channel_counts = st.integers(1, 6)
+sides = st.integers(2, 4)
+scales = st.floats(1e-3, 1e3)
+radii = st.floats(0.0, 0.3)
+
+
+@st.composite
+def feature_maps(draw):
+    """Z (N, C, H, W) with values spanning several orders of magnitude, and robust masks (N, C)."""
+    n, c, side = draw(batch_sizes), draw(channel_counts), draw(sides)
+    g = torch.Generator().manual_seed(draw(seeds))
+    z = torch.randn(n, c, side, side, generator=g) * draw(scales)
+    robust = torch.rand(n, c, generator=g) < 0.5
+    return z, robust
+
+
+def masks_of(robust: torch.Tensor) -> ChannelMasks:
+    n = robust.shape[0]
+    return ChannelMasks(robust, torch.ones(robust.shape), torch.zeros(n), 0.3)
+
+
+class TinyNet(nn.Module):
+    """features(x) -> (N, 4, H, W), head(z) -> logits: the split every registry model offers."""
+
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.fc = nn.Linear(4, NUM_CLASSES)
+
+    def features(self, x):
+        return torch.relu(self.conv(x))
+
+    def head(self, z):
+        return self.fc(z.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def tiny_tail() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, NUM_CLASSES))
+
+
+def tiny_split() -> Split:
+    """Features given directly (encode = identity), tail = average pool + linear."""
+    tail = tiny_tail()
+    return Split(tail, lambda z: z, tail, "identity encoder")
+
+
+def images(n: int, seed: int, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, side, side, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+
+
+# ---------------------------------------------------------------------------------------------
+# the decomposition
+
+
+@settings(deadline=None)
+@given(feature_maps())
+def test_masks_partition_the_channels_and_the_parts_add_up_to_z_exactly(case):
+    z, robust = case
+    masks = masks_of(robust)
+    i_r, i_nr = masks.index("robust"), masks.index("non_robust")
+    assert torch.equal(i_r + i_nr, torch.ones_like(i_r))
+    assert torch.equal(i_r * i_nr, torch.zeros_like(i_r))
+    assert torch.equal(masks.robust ^ masks.non_robust, torch.ones_like(robust))
+    z_r, z_nr = decompose(z, masks)
+    assert torch.equal(z_r + z_nr, z)
+    assert torch.equal(z_r[~robust], torch.zeros_like(z_r[~robust]))
+    assert torch.equal(z_nr[robust], torch.zeros_like(z_nr[robust]))
+
+
+@settings(deadline=None, max_examples=15)
+@given(seeds, st.integers(2, 7), st.integers(1, 4))
+def test_fitting_again_with_the_same_seed_gives_the_same_masks(seed, n, batch_size):
+    split = tiny_split()
+    g = torch.Generator().manual_seed(seed)
+    z, y = torch.randn(n, 3, 3, 3, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    first = fit_channel_masks(split, z, y, steps=8, batch_size=batch_size, seed=seed)
+    again = fit_channel_masks(split, z, y, steps=8, batch_size=batch_size, seed=seed)
+    assert torch.equal(first.robust, again.robust)
+    assert torch.equal(first.sigma, again.sigma)
+    assert first.robust.shape == (n, 3) and first.threshold.shape == (n,)
+    z_r, z_nr = decompose(z, first)
+    assert torch.equal(z_r + z_nr, z)
+
+
+def test_the_threshold_is_the_largest_spatial_variance_of_the_fitting_batch():
+    # steps=0 leaves sigma = softplus(0), sigma^2 = 0.4805: above T for quiet features, below for loud ones
+    split = tiny_split()
+    y = torch.zeros(4, dtype=torch.long)
+    quiet = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    loud = quiet * 100
+    assert bool(fit_channel_masks(split, quiet, y, steps=0).robust.all())
+    assert not bool(fit_channel_masks(split, loud, y, steps=0).robust.any())
+    mixed = torch.cat([quiet[:2], loud[2:]])  # one batch: T from the loud images decides for all four
+    fitted = fit_channel_masks(split, mixed, y, steps=0, batch_size=4)
+    assert not bool(fitted.robust.any())
+    assert torch.allclose(fitted.threshold, spatial_variance(mixed).max().expand(4))
+    alone = fit_channel_masks(split, mixed, y, steps=0, batch_size=2)  # quiet images in their own batch
+    assert bool(alone.robust[:2].all()) and not bool(alone.robust[2:].any())
+
+
+@settings(deadline=None)
+@given(st.floats(1e-4, 1e3), st.floats(1e-2, 1e2))
+def test_the_information_loss_is_a_kl_divergence(var, sigma):
+    v, s = torch.tensor([[var]], dtype=torch.float64), torch.tensor([[sigma]], dtype=torch.float64)
+    # KL_DELTA (1e-10 added to the variances, as in the authors' code) shifts the minimum by ~1e-10 / var
+    assert information_loss(v, s).item() >= -1e-6
+    assert information_loss(v, v.sqrt()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_single_position_has_no_spatial_variance():
+    with pytest.raises(ValueError, match="at least 2 positions"):
+        spatial_variance(torch.zeros(2, 3, 1, 1))
+
+
+@pytest.mark.parametrize("arch,width,side", [("vgg16_bn", 1, 28), ("wrn28_10", 1, 8), ("resnet18", 2, 8)])
+def test_the_split_recomposes_the_model(arch, width, side):
+    torch.manual_seed(0)
+    net = models.build(arch, in_channels=1, num_classes=NUM_CLASSES, width=width).eval()
+    split = split_at_last_conv_block(net)
+    x = torch.rand(3, 1, side, side)
+    with torch.no_grad():
+        z = split.encode(x)
+        assert torch.allclose(split.tail(z), net(x), atol=1e-5)
+    if arch == "vgg16_bn":
+        assert z.shape[2:] == (2, 2)  # before the last max-pool: a spatial variance exists
+    preds = masked_predictions(split, z, masks_of(torch.ones(3, z.shape[1], dtype=torch.bool)))
+    assert torch.equal(preds["robust"], preds["int"])
+
+
+# ---------------------------------------------------------------------------------------------
+# NRF
+
+
+def run_nrf(net, x, y, mask, **kw):
+    return nrf(net, x, y, mask=mask, encode=net.features, tail=net.head, **kw)
+
+
+@settings(deadline=None, max_examples=15)
+@given(seeds, radii, st.sampled_from(["max", "min"]))
+def test_nrf_stays_in_the_pixel_box_and_within_eps_when_confined(seed, eps, norm):
+    net = TinyNet()
+    x, y = images(3, seed)
+    mask = torch.rand(3, 4, generator=torch.Generator().manual_seed(seed)) < 0.5
+    free = run_nrf(net, x, y, mask, steps=5, gradient_norm=norm)
+    confined = run_nrf(net, x, y, mask, steps=5, eps=eps, gradient_norm=norm)
+    for out in (free, confined):
+        assert out.min() >= 0 and out.max() <= 1
+    assert (confined - x).abs().max() <= eps + 1e-6
+
+
+@settings(deadline=None, max_examples=10)
+@given(seeds)
+def test_nrf_returns_only_misclassified_changes_and_a_batch_gives_its_items(seed):
+    net = TinyNet()
+    x, y = images(4, seed)
+    mask = torch.rand(4, 4, generator=torch.Generator().manual_seed(seed)) < 0.5
+    out = run_nrf(net, x, y, mask, steps=6, lr=0.3)
+    moved = (out - x).flatten(1).abs().amax(1) > 1e-5
+    with torch.no_grad():
+        assert bool((net(out[moved]).argmax(1) != y[moved]).all())
+    one_by_one = torch.cat([run_nrf(net, x[i:i + 1], y[i:i + 1], mask[i:i + 1], steps=6, lr=0.3) for i in range(4)])
+    assert torch.allclose(out, one_by_one, atol=1e-5)
+
+
+def test_nrf_without_masked_channels_is_the_same_attack_whichever_the_norm():
+    net = TinyNet()
+    x, y = images(4, 3)
+    empty = torch.zeros(4, 4)
+    assert torch.equal(run_nrf(net, x, y, empty, steps=4, gradient_norm="max"),
+                       run_nrf(net, x, y, empty, steps=4, gradient_norm="min"))
+
+
+def test_nrf_with_no_budget_or_no_steps_returns_x():
+    net = TinyNet()
+    x, y = images(3, 5)
+    mask = torch.ones(3, 4)
+    assert torch.equal(run_nrf(net, x, y, mask, steps=5, eps=0.0), x)
+    assert torch.allclose(run_nrf(net, x, y, mask, steps=0), x, atol=1e-5)
+
+
+def test_nrf_leaves_the_model_as_it_was():
+    net = TinyNet().train()
+    x, y = images(2, 0)
+    run_nrf(net, x, y, torch.ones(2, 4), steps=2)
+    assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("mask,message", [(torch.ones(2, 3), "channels"), (torch.ones(3, 4), "one row per image"),
+                                          (torch.full((2, 4), 0.5), "only 0 and 1")])
+def test_nrf_rejects_masks_that_do_not_fit(mask, message):
+    net = TinyNet()
+    x, y = images(2, 0)
+    with pytest.raises(ValueError, match=message):
+        run_nrf(net, x, y, mask, steps=1)
+
+
+def test_nrf_rejects_an_unknown_norm_direction():
+    net = TinyNet()
+    x, y = images(2, 0)
+    with pytest.raises(ValueError, match="gradient_norm"):
+        run_nrf(net, x, y, torch.ones(2, 4), steps=1, gradient_norm="up")
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluation's settings and statistics
+
+
+def test_attack_settings_follow_the_authors_code():
+    eps = 8 / 255
+    assert attack_params("pgd", eps) == {"eps": eps, "alpha": pytest.approx(2.3 * eps / 10), "steps": 10,
+                                         "random_start": True}
+    assert attack_params("bim", eps)["steps"] == 10 and attack_params("bim", eps)["alpha"] == 1 / 255
+    assert attack_params("bim", 0.1)["steps"] == 29                   # torchattacks' schedule at Fashion-MNIST's eps
+    assert attack_params("cw", eps) == {"c": 0.1, "lr": 0.1, "steps": 200}
+    assert "eps" not in attack_params("nrf", eps)          # the paper's NRF: unbounded L2
+    assert attack_params("nrf_linf", eps)["eps"] == eps   # confined to the L-inf ball
+    assert attack_params("rf_min", eps)["channels"] == "robust"
+    with pytest.raises(ValueError, match="unknown attack"):
+        attack_params("apgd", eps)
+
+
+def test_the_spearman_statistic_reads_the_trend_of_the_means():
+    falling = [np.full(5, v, dtype=float) for v in (9.0, 5.0, 1.0)]
+    assert _spearman_of_means(*falling) == pytest.approx(-1.0)
+    assert _spearman_of_means(*falling[::-1]) == pytest.approx(1.0)
+    assert _spearman_of_means(*[np.ones(5)] * 3) == 0.0
+    resampled = [np.stack([a, a]) for a in falling]  # the bootstrap's vectorised call: (resamples, n)
+    assert _spearman_of_means(*resampled).shape == (2,)
