@@ -18,7 +18,6 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-_save = save  # the name the paper figure modules were first written against
 
 
 def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
@@ -31,7 +30,7 @@ def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save(fig, path)
 
 
 def paired_layers(path: Path, rows: list[dict], *, models: tuple[str, str], title: str) -> None:
@@ -50,4 +49,4 @@ def paired_layers(path: Path, rows: list[dict], *, models: tuple[str, str], titl
         ax.set_title(f"{kind.capitalize()} |f(x_adv) - f(x)| per image", fontsize=9)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save(fig, path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
+from scipy import stats as sps
 
 from .. import stats
 from ..evaluation import correct
@@ -12,6 +15,7 @@ from ..measurement import Measurement
 from ..models import RESNET_STAGES
 from ..pipeline import AdversarialSet, TrainedModel
 from . import figures
+from . import local_properties_figures as lpfig
 from .responses import response_differences
 
 LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2": "Layer2",
@@ -72,3 +76,267 @@ def response_differences_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std
 
     return Measurement(statistics=statistics, n=len(std_set.y), values=values, tables={"table1": rows},
                        figures={"table1": draw})
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+MIN_GROUP = 5  # fewest images a group (successful / failed attacks) needs for a ratio of its means
+
+
+def bootstrap_images(statistic: Callable[[np.ndarray], float], n: int, *, confidence: float = stats.CONFIDENCE,
+                     method: str = "BCa", seed: int = 0) -> stats.Estimate:
+    """Interval of a statistic of whole per-image arrays (a curve's peak, a rank correlation over
+    models): resample image indices with replacement and recompute ``statistic(indices)``."""
+    def over(idx, axis=-1):
+        idx = np.asarray(idx).astype(int)
+        flat = idx.reshape(-1, idx.shape[-1])
+        return np.array([statistic(row) for row in flat], dtype=float).reshape(idx.shape[:-1])
+
+    return stats.bootstrap(over, np.arange(n, dtype=float), confidence=confidence, method=method, seed=seed)
+
+
+def spearman_rho(x, y) -> float:
+    """Spearman rho of y against x (scipy); a constant y has no trend: 0."""
+    y = np.asarray(y, dtype=float)
+    if np.ptp(y) == 0:
+        return 0.0
+    return float(sps.spearmanr(x, y).statistic)
+
+
+def same_images(a: AdversarialSet, b: AdversarialSet) -> None:
+    if a.x.shape != b.x.shape or not a.y.equal(b.y) or not a.x.equal(b.x):
+        raise ValueError(f"the sets made on {a.source} and {b.source} must attack the same natural images")
+
+
+def outcome_groups(model: TrainedModel, s: AdversarialSet) -> tuple[np.ndarray, np.ndarray]:
+    """Correctly classified natural images, split by the attack's outcome: (successful, failed) masks."""
+    clean = correct(model.module, s.x, s.y).bool()
+    after = correct(model.module, s.x_adv, s.y).bool()
+    success, failed = (clean & ~after).cpu().numpy(), (clean & after).cpu().numpy()
+    for name, mask in (("successful", success), ("failed", failed)):
+        if mask.sum() < MIN_GROUP:
+            raise ValueError(f"{s.attack} on {model.label}: only {int(mask.sum())} {name} attacks among "
+                             f"{int(clean.sum())} correctly classified images; a ratio of group means needs "
+                             f"{MIN_GROUP}: measure on more images (a larger budget)")
+    return success, failed
+
+
+def _group_ratio(values: np.ndarray, success: np.ndarray, failed: np.ndarray) -> float:
+    return float(values[success].mean() / values[failed].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# LP-9, LP-10: successful vs failed attacks (Tables 2 and 4)
+
+
+def response_differences_by_outcome(model: TrainedModel, attack_set: AdversarialSet, *,
+                                    layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
+    """LP-9: Max and Total response differences of successful over failed attacks, per stage, on the
+    correctly classified images. The Layer4 Total ratio's interval is 98% two-sided: its lower end
+    is the one-sided 99% bound, so "above the threshold" is a one-sided test at p < 0.01."""
+    success, failed = outcome_groups(model, attack_set)
+    d = response_differences(model.module, attack_set.x, attack_set.x_adv, layers=layers, batch_size=batch_size)
+    statistics, values, rows = {}, {}, []
+    for layer in layers:
+        row = {"layer": LAYER_NAMES.get(layer, layer)}
+        for kind in ("max", "total"):
+            v = d[layer][kind].numpy()
+            a, b = v[success], v[failed]
+            ratio = stats.ratio_of_means(a, b, paired=False)
+            statistics[f"{kind}_ratio_{layer}"] = ratio
+            statistics[f"{kind}_ratio_deviation_{layer}"] = stats.bootstrap(
+                lambda s, f, axis=-1: np.abs(np.mean(s, axis=axis) / np.mean(f, axis=axis) - 1), a, b,
+                paired=False, method="percentile")
+            values[f"success_{kind}_{layer}"] = float(a.mean())
+            values[f"failed_{kind}_{layer}"] = float(b.mean())
+            row.update({f"{kind}_success": float(a.mean()), f"{kind}_failed": float(b.mean()),
+                        f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
+        rows.append(row)
+    v4 = d[layers[-1]]["total"].numpy()
+    statistics[f"total_ratio_{layers[-1]}_one_sided"] = stats.ratio_of_means(v4[success], v4[failed], paired=False,
+                                                                             confidence=0.98)
+    values.update({"successful_attacks": float(success.sum()), "failed_attacks": float(failed.sum())})
+
+    def draw(path: Path) -> None:
+        lpfig.outcome_layers(path, {attack_set.attack: rows},
+                             title=f"{model.label}, {attack_set.attack}: successful / failed attacks "
+                                   f"({int(success.sum())} / {int(failed.sum())} images)")
+
+    return Measurement(
+        statistics=statistics, n=int(success.sum() + failed.sum()), values=values, tables={"table2": rows},
+        figures={"table2": draw},
+        tests={f"{layers[-1]}_total_success_greater": stats.mann_whitney(v4[success], v4[failed])},
+    )
+
+
+def outcome_ratios_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_fgsm_set: AdversarialSet,
+                              adv_pgd_set: AdversarialSet, adv_fgsm_set: AdversarialSet,
+                              layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
+    """LP-10: on ADV the Layer4 successful/failed ratio is smaller than on STD (FGSM, Table 2), under
+    PGD-20 and FGSM alike; and ADV's Layer4 differences are smaller under FGSM than under PGD-20.
+    The ratio gaps resample images jointly (all three sets attack the same images)."""
+    same_images(std_fgsm_set, adv_pgd_set)
+    same_images(std_fgsm_set, adv_fgsm_set)
+    last = layers[-1]
+    groups = {"std_fgsm": outcome_groups(std, std_fgsm_set), "pgd20": outcome_groups(adv, adv_pgd_set),
+              "fgsm": outcome_groups(adv, adv_fgsm_set)}
+    diffs = {"std_fgsm": response_differences(std.module, std_fgsm_set.x, std_fgsm_set.x_adv, layers=(last,),
+                                              batch_size=batch_size),
+             "pgd20": response_differences(adv.module, adv_pgd_set.x, adv_pgd_set.x_adv, layers=layers,
+                                           batch_size=batch_size),
+             "fgsm": response_differences(adv.module, adv_fgsm_set.x, adv_fgsm_set.x_adv, layers=layers,
+                                          batch_size=batch_size)}
+    total = {k: d[last]["total"].numpy() for k, d in diffs.items()}
+    n = len(std_fgsm_set.y)
+
+    def ratio(key, i):
+        s, f = groups[key]
+        return _group_ratio(total[key][i], s[i], f[i])
+
+    statistics = {f"{last}_total_ratio_gap_{a}": bootstrap_images(lambda i, a=a: ratio(a, i) - ratio("std_fgsm", i), n)
+                  for a in ("pgd20", "fgsm")}
+    clean = correct(adv.module, adv_pgd_set.x, adv_pgd_set.y).bool().cpu().numpy()
+    for kind in ("max", "total"):
+        statistics[f"{last}_{kind}_fgsm_over_pgd20"] = stats.ratio_of_means(
+            diffs["fgsm"][last][kind].numpy()[clean], diffs["pgd20"][last][kind].numpy()[clean])
+    values, tables = {}, {}
+    for a in ("pgd20", "fgsm"):
+        s, f = groups[a]
+        rows = []
+        for layer in layers:
+            row = {"layer": LAYER_NAMES.get(layer, layer)}
+            for kind in ("max", "total"):
+                v = diffs[a][layer][kind].numpy()
+                values[f"{a}_success_{kind}_{layer}"] = float(v[s].mean())
+                values[f"{a}_failed_{kind}_{layer}"] = float(v[f].mean())
+                row.update({f"{kind}_success": float(v[s].mean()), f"{kind}_failed": float(v[f].mean()),
+                            f"{kind}_ratio": float(v[s].mean() / v[f].mean())})
+            rows.append(row)
+        tables[f"table4_{a}"] = rows
+        values[f"{a}_layer4_total_ratio"] = _group_ratio(total[a], s, f)
+    values["std_fgsm_layer4_total_ratio"] = _group_ratio(total["std_fgsm"], *groups["std_fgsm"])
+
+    def draw(path: Path) -> None:
+        lpfig.outcome_layers(path, {k.replace("table4_", ""): r for k, r in tables.items()},
+                             title=f"{adv.label}: successful / failed attacks per stage (Table 4)")
+
+    return Measurement(statistics=statistics, n=n, values=values, tables=tables, figures={"table4": draw})
+
+
+# ---------------------------------------------------------------------------------------------
+# LP-11, LP-12: own vs transferred adversarial examples (Tables 3 and 5)
+
+
+def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialSet, transferred_set: AdversarialSet,
+                                  layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
+    """LP-11 / LP-12: response differences on ``target`` of examples transferred from another model
+    over those of its own attack (ratio of means, paired over images), and target's accuracy."""
+    same_images(own_set, transferred_set)
+    d_own = response_differences(target.module, own_set.x, own_set.x_adv, layers=layers, batch_size=batch_size)
+    d_tr = response_differences(target.module, transferred_set.x, transferred_set.x_adv, layers=layers,
+                                batch_size=batch_size)
+    statistics, values, rows, fig_rows = {}, {}, [], []
+    for layer in layers:
+        row = {"layer": LAYER_NAMES.get(layer, layer)}
+        fig_row = {"layer": row["layer"]}
+        for kind in ("max", "total"):
+            a, b = d_tr[layer][kind].numpy(), d_own[layer][kind].numpy()
+            ratio = stats.ratio_of_means(a, b)
+            statistics[f"{kind}_ratio_{layer}"] = ratio
+            m_own, m_tr = stats.mean(b), stats.mean(a)
+            values[f"own_{kind}_{layer}"] = m_own.value
+            values[f"transferred_{kind}_{layer}"] = m_tr.value
+            row.update({f"{kind}_own": m_own.value, f"{kind}_transferred": m_tr.value,
+                        f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
+            fig_row.update({f"{kind}_std": m_own.value, f"{kind}_std_ci": [m_own.low, m_own.high],
+                            f"{kind}_adv": m_tr.value, f"{kind}_adv_ci": [m_tr.low, m_tr.high]})
+        rows.append(row)
+        fig_rows.append(fig_row)
+    clean = correct(target.module, own_set.x, own_set.y).cpu().numpy()
+    own = correct(target.module, own_set.x_adv, own_set.y).cpu().numpy()
+    transferred = correct(target.module, transferred_set.x_adv, transferred_set.y).cpu().numpy()
+    statistics["clean_minus_transferred_accuracy"] = stats.mean_difference(clean, transferred)
+    statistics["transferred_minus_own_accuracy"] = stats.mean_difference(transferred, own)
+    values.update({"clean_accuracy": float(clean.mean()), "own_attack_accuracy": float(own.mean()),
+                   "transferred_accuracy": float(transferred.mean())})
+    accs = {"clean": stats.mean(clean), "own attack": stats.mean(own),
+            f"from {transferred_set.source}": stats.mean(transferred)}
+
+    def draw(path: Path) -> None:
+        figures.paired_layers(path, fig_rows, models=(f"own ({target.label})", f"from {transferred_set.source}"),
+                              title=f"{target.label}: own vs transferred {own_set.attack} (mean over images, 95% CI)")
+
+    return Measurement(
+        statistics=statistics, n=len(own_set.y), values=values,
+        tables={"responses": rows, "accuracy": [{"images": k, "accuracy": e.value, "accuracy_ci": [e.low, e.high]}
+                                                for k, e in accs.items()]},
+        figures={"responses": draw, "accuracy": lambda path: figures.bars(
+            path, accs, ylabel="accuracy", title=f"{target.label}: accuracy (95% CI)")},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# LP-13: the weight-decay sweep of ADV models (Figs. 5 and 9)
+
+
+def kernel_magnitudes(module: torch.nn.Module) -> np.ndarray:
+    """Mean |w| of every spatial kernel (one per output x input channel) of every k x k conv, k > 1."""
+    out = [m.weight.detach().abs().mean((-2, -1)).flatten().cpu()
+           for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1]
+    return torch.cat(out).numpy()
+
+
+def weight_decay_sweep(members: list[tuple[float, TrainedModel, AdversarialSet]], *,
+                       layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
+    """LP-13: Spearman rho against weight decay of kernel magnitude (bootstrap over kernels), Layer4
+    Max and Total under each model's own PGD-20, and the clean - robust accuracy gap (bootstrap over
+    images, every model attacked on the same images)."""
+    members = sorted(members, key=lambda m: m[0])
+    if len(members) < 4:
+        raise ValueError(f"a weight-decay sweep needs at least 4 models, got {len(members)}")
+    for _, _, s in members[1:]:
+        same_images(members[0][2], s)
+    wds = [wd for wd, _, _ in members]
+    kernels = np.stack([kernel_magnitudes(m.module) for _, m, _ in members], 1)          # (kernels, models)
+    diffs = [response_differences(m.module, s.x, s.x_adv, layers=layers, batch_size=batch_size) for _, m, s in members]
+    resp = {(layer, kind): np.stack([d[layer][kind].numpy() for d in diffs], 1) for layer in layers
+            for kind in ("max", "total")}                                                   # (images, models)
+    clean = np.stack([correct(m.module, s.x, s.y).cpu().numpy() for _, m, s in members], 1)
+    robust = np.stack([correct(m.module, s.x_adv, s.y).cpu().numpy() for _, m, s in members], 1)
+    n, last = len(clean), layers[-1]
+    trend = dict(method="percentile")  # rho over 4 models takes few values: BCa's corrections do not apply
+    statistics = {
+        "kernel_magnitude_rho": bootstrap_images(lambda i: spearman_rho(wds, kernels[i].mean(0)), len(kernels), **trend),
+        f"{last}_max_rho": bootstrap_images(lambda i: spearman_rho(wds, resp[last, "max"][i].mean(0)), n, **trend),
+        f"{last}_total_rho": bootstrap_images(lambda i: spearman_rho(wds, resp[last, "total"][i].mean(0)), n, **trend),
+        "clean_robust_gap_rho": bootstrap_images(
+            lambda i: spearman_rho(wds, clean[i].mean(0) - robust[i].mean(0)), n, **trend),
+    }
+    rows, values = [], {}
+    for k, (wd, m, _) in enumerate(members):
+        row = {"weight_decay": wd, "model": m.label, "kernel_magnitude": float(kernels[:, k].mean()),
+               "clean": float(clean[:, k].mean()), "robust": float(robust[:, k].mean()),
+               "gap": float(clean[:, k].mean() - robust[:, k].mean())}
+        for layer in layers:
+            for kind in ("max", "total"):
+                row[f"{kind}_{layer}"] = float(resp[layer, kind][:, k].mean())
+        rows.append(row)
+        values.update({f"kernel_magnitude_wd{wd:g}": row["kernel_magnitude"], f"gap_wd{wd:g}": row["gap"],
+                       f"{last}_max_wd{wd:g}": row[f"max_{last}"], f"{last}_total_wd{wd:g}": row[f"total_{last}"]})
+    panels = {kind: {LAYER_NAMES.get(layer, layer): [r[f"{kind}_{layer}"] for r in rows] for layer in layers}
+              for kind in ("max", "total")}
+    accuracy = {"clean": [r["clean"] for r in rows], "robust (PGD-20)": [r["robust"] for r in rows]}
+    magnitude = [r["kernel_magnitude"] for r in rows]
+    return Measurement(
+        statistics=statistics, n=n, values=values, tables={"fig5": rows},
+        figures={
+            "fig5": lambda path: lpfig.weight_decay_panels(
+                path, wds, magnitude, panels["max"], accuracy, kind="Max",
+                title="Fig. 5: ADV models by weight decay: kernel magnitude, Max response differences, accuracy"),
+            "fig9": lambda path: lpfig.weight_decay_panels(
+                path, wds, magnitude, panels["total"], accuracy, kind="Total",
+                title="Fig. 9: ADV models by weight decay: Total response differences"),
+        },
+    )

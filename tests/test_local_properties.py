@@ -1,0 +1,157 @@
+"""Library code of the local_properties claims: smoothness measures, curve statistics, the image
+bootstrap, kernel magnitudes and the transfer analysis, on tiny tensors and a tiny ResNet."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advclaims import models
+from advclaims.analysis import local_properties as lp
+from advclaims.analysis import local_properties_frequency as lpf
+from advclaims.analysis.smoothness import bound_fraction, neighbour_correlation
+from advclaims.pipeline import AdversarialSet, TrainedModel
+
+seeds = st.integers(0, 2**16)
+scales = st.floats(0.01, 10)
+eps_values = st.floats(0.01, 0.5)
+
+
+def noise(seed, n=3, c=2, h=8, w=8):
+    return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny(seed=0) -> TrainedModel:
+    torch.manual_seed(seed)
+    net = models.build("resnet18", in_channels=1, num_classes=3, width=2, input_size=8).eval()
+    return TrainedModel("T", net, {}, f"tiny{seed}", {}, False)
+
+
+def attack_set(x, x_adv, y, source="T") -> AdversarialSet:
+    return AdversarialSet("pgd20", {"eps": 0.1}, source, x, x_adv, y)
+
+
+# --- smoothness ------------------------------------------------------------------------------
+
+
+@given(seed=seeds, a=scales, b=st.floats(-1, 1))
+@settings(deadline=None, max_examples=30)
+def test_neighbour_correlation_is_bounded_and_ignores_positive_scale_and_offset(seed, a, b):
+    d = noise(seed)
+    r = neighbour_correlation(d)
+    assert r.shape == (3, 2) and bool(((r >= -1 - 1e-5) & (r <= 1 + 1e-5)).all())
+    assert torch.allclose(neighbour_correlation(a * d + b), r, atol=1e-4)
+
+
+def test_neighbour_correlation_orders_smooth_noise_and_checkerboard_perturbations():
+    i = torch.arange(16.0)
+    ramp = (i.view(-1, 1) + i.view(1, -1)).expand(1, 1, 16, 16)
+    checker = ((i.view(-1, 1) + i.view(1, -1)) % 2 * 2 - 1).expand(1, 1, 16, 16)
+    white = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert neighbour_correlation(ramp).item() > 0.95
+    assert neighbour_correlation(checker).item() == pytest.approx(-1.0)
+    assert abs(neighbour_correlation(white).item()) < 0.1
+    assert neighbour_correlation(torch.full((1, 1, 4, 4), 0.3)).item() == 0.0  # no order to measure
+
+
+@given(seed=seeds, eps=eps_values)
+@settings(deadline=None, max_examples=30)
+def test_bound_fraction_counts_pixels_at_plus_or_minus_eps(seed, eps):
+    d = noise(seed)
+    signs = eps * torch.sign(d)
+    assert bool((bound_fraction(signs, eps) == 1).all())
+    assert bool((bound_fraction(torch.zeros_like(d), eps) == 0).all())
+    half = torch.where(torch.arange(64).view(8, 8) < 16, signs, 0.5 * signs)
+    assert torch.allclose(bound_fraction(half, eps), torch.full((3, 2), 0.25))
+
+
+# --- statistics of curves and trends ---------------------------------------------------------
+
+
+@given(seed=seeds)
+@settings(deadline=None, max_examples=10)
+def test_the_image_bootstrap_of_a_mean_matches_the_mean_estimate(seed):
+    v = np.random.default_rng(seed).random(40)
+    e = lp.bootstrap_images(lambda i: v[i].mean(), len(v), method="percentile")
+    assert e.value == pytest.approx(v.mean()) and e.low <= e.value <= e.high
+    assert e.high - e.low < 0.5
+
+
+def test_peak_fall_is_zero_for_a_rising_curve_and_the_drop_for_a_peaked_one():
+    rising = np.array([[0, 1], [0, 1], [1, 1]], dtype=float)  # 3 images x 2 radii
+    assert lpf.peak_fall(rising) == 0.0
+    peaked = np.array([[0, 1, 0], [0, 1, 1], [1, 1, 0], [0, 0, 0]], dtype=float)
+    assert lpf.peak_fall(peaked) == pytest.approx(0.75 - 0.25)
+
+
+@given(n=st.integers(3, 12))
+@settings(deadline=None, max_examples=20)
+def test_spearman_rho_is_one_for_rising_minus_one_for_falling_and_zero_for_flat_trends(n):
+    x = list(range(n))
+    assert lp.spearman_rho(x, np.arange(n) ** 2) == pytest.approx(1.0)
+    assert lp.spearman_rho(x, -np.arange(n)) == pytest.approx(-1.0)
+    assert lp.spearman_rho(x, np.ones(n)) == 0.0
+
+
+def test_low_pass_at_the_full_spectrum_gives_the_clean_correctness():
+    model = tiny()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model.module(x).argmax(1)
+    y[:2] = (y[:2] + 1) % 3  # two images wrong
+    s = attack_set(x, x.flip(0), y)
+    radii = lpf.radii_of(x)
+    assert radii[0] == 1 and radii[-1] == 6  # full radius of an 8x8 spectrum
+    curves = lpf.low_pass_curves(model, s, radii)
+    assert curves["nat"].shape == (6, len(radii))
+    assert curves["nat"][:, -1].tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_a_perturbation_that_changes_nothing_has_a_zero_log_amplitude_difference():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert bool((lpf.log_amplitude_difference(attack_set(x, x.clone(), torch.zeros(2, dtype=torch.long))) == 0).all())
+
+
+# --- models and responses --------------------------------------------------------------------
+
+
+def test_kernel_magnitudes_has_one_entry_per_spatial_kernel_and_scales_with_the_weights():
+    model = tiny().module
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1]
+    mags = lp.kernel_magnitudes(model)
+    assert len(mags) == sum(m.out_channels * m.in_channels for m in convs)
+    with torch.no_grad():
+        for m in convs:
+            m.weight.mul_(0.5)
+    assert np.allclose(lp.kernel_magnitudes(model), 0.5 * mags, rtol=1e-5)
+
+
+def test_examples_transferred_from_the_model_itself_give_unit_ratios_and_equal_accuracy():
+    model = tiny()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    x_adv = (x + 0.1 * torch.sign(torch.randn(12, 1, 8, 8, generator=g))).clamp(0, 1)
+    s = attack_set(x, x_adv, torch.randint(0, 3, (12,), generator=g))
+    m = lp.transfer_response_differences(model, own_set=s, transferred_set=s)
+    for name, e in m.statistics.items():
+        if "ratio" in name:
+            assert e.value == pytest.approx(1.0)
+    assert m.statistics["transferred_minus_own_accuracy"].value == 0.0
+
+
+def test_sets_of_different_images_are_refused():
+    x = torch.rand(4, 1, 8, 8)
+    a = attack_set(x, x, torch.zeros(4, dtype=torch.long))
+    b = attack_set(x, x, torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="same natural images"):
+        lp.same_images(a, b)
+
+
+def test_too_few_failed_attacks_is_an_error_that_says_so():
+    model = tiny()
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y = model.module(x).argmax(1)
+    with pytest.raises(ValueError, match="successful attacks"):
+        lp.outcome_groups(model, attack_set(x, x.clone(), y))  # nothing changes: no attack succeeds
