@@ -81,3 +81,12 @@ def test_compare_keeps_architectures_of_one_claim_apart():
     flipped = dict(b, verdict="reproduced")
     changes = report.compare(old, report.build([a, flipped], budget="paper", argv=[]))
     assert [(c["dataset"], c["kind"]) for c in changes] == [("cifar10-wrn28_10", "verdict flipped")]
+
+
+def test_the_table_shows_the_check_that_decides_the_verdict():
+    r = record(verdict="contradicted")
+    r["checks"] = [dict(r["checks"][0], statistic="holds", verdict="reproduced"),
+                   dict(r["checks"][0], statistic="fails", verdict="contradicted")]
+    assert report.headline(r)["statistic"] == "fails"
+    md = report.markdown(report.build([r], budget="smoke", argv=[]))
+    assert "| `fails` (+1 more) |" in md

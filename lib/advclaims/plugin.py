@@ -313,7 +313,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     tr.section("advclaims: claims")
     for r in sorted(records, key=lambda r: (report_mod._claim_order(r["claim"]), r["dataset"])):
-        c = r["checks"][0]
+        c = report_mod.headline(r)
         more = f" +{len(r['checks']) - 1}" if len(r["checks"]) > 1 else ""
         tr.write_line(f"{r['claim']:<6} {r.get('variant', r['dataset']):<14} {r['verdict']:<13} {r['outcome']:<14} "
                       f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})")

@@ -34,6 +34,11 @@ def _interval(c: dict) -> str:
     return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]"
 
 
+def headline(r: dict) -> dict:
+    """The check that decides the claim's verdict (the first one with that verdict) for one-line views."""
+    return next((c for c in r["checks"] if c["verdict"] == r["verdict"]), r["checks"][0])
+
+
 def summary(records: list[dict]) -> dict:
     counts = {"reproduced": 0, "contradicted": 0, "inconclusive": 0}
     for r in records:
@@ -94,11 +99,11 @@ def markdown(report: dict) -> str:
         "claimed side of its threshold, *contradicted* when one lies wholly on the other side, *inconclusive*",
         "otherwise. *known finding*: the verdict is the non-reproduction `expected/` records, with its reason.",
         "",
-        "| claim | dataset | statistic | measured [95% CI] | claimed | paper | verdict | outcome |",
+        "| claim | instance | deciding statistic | measured [95% CI] | claimed | paper | verdict | outcome |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["claims"]:
-        c = r["checks"][0]
+        c = headline(r)
         more = f" (+{len(r['checks']) - 1} more)" if len(r["checks"]) > 1 else ""
         lines.append(
             f"| {r['claim']} | {r.get('variant', r['dataset'])} | `{c['statistic']}`{more} | {_interval(c)} | "
