@@ -90,3 +90,11 @@ def test_the_table_shows_the_check_that_decides_the_verdict():
     assert report.headline(r)["statistic"] == "fails"
     md = report.markdown(report.build([r], budget="smoke", argv=[]))
     assert "| `fails` (+1 more) |" in md
+
+
+def test_an_interval_at_another_confidence_says_so():
+    r = record()
+    r["checks"][0]["confidence"] = 0.98
+    md = report.markdown(report.build([r], budget="smoke", argv=[]))
+    assert "2 [1.5, 2.5] (98% CI)" in md
+    assert "(95% CI)" not in report.markdown(report.build([record()], budget="smoke", argv=[]))

@@ -31,7 +31,9 @@ def _fmt(x, digits: int = 4) -> str:
 
 
 def _interval(c: dict) -> str:
-    return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]"
+    level = c.get("confidence", 0.95)
+    note = "" if abs(level - 0.95) < 1e-9 else f" ({level:.0%} CI)"
+    return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]{note}"
 
 
 def headline(r: dict) -> dict:
