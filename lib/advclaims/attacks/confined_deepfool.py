@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ._common import check_finite_logits, check_nonnegative, check_steps, frozen
+from .deepfool import _step_to_nearest_boundary
 
-STEP_SLACK = 1e-4
 
 
 class ConfinedDeepFoolResult(NamedTuple):
@@ -66,7 +66,7 @@ def confined_deepfool(model: nn.Module, x: torch.Tensor, basis: torch.Tensor | N
             point = (x[idx] + (1 + overshoot) * r_total[idx]).requires_grad_(True)
             logits = check_finite_logits(model(point))
             still = logits.argmax(1) == original[idx]
-            step = _confined_step(logits, point, ranked[idx], basis)
+            step = _step_to_nearest_boundary(logits, point, ranked[idx], lambda w: project_onto(w, basis))
             keep = idx[still]
             r_total[keep] += step[still]
             iterations[keep] += 1
@@ -83,23 +83,3 @@ def project_onto(v: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
         return v
     flat = v.flatten(1)
     return ((flat @ basis) @ basis.T).view_as(v)
-
-
-def _confined_step(logits: torch.Tensor, point: torch.Tensor, ranked: torch.Tensor,
-                   basis: torch.Tensor | None) -> torch.Tensor:
-    """Per image, the minimal step (within the subspace) onto the nearest linearised boundary."""
-    original_logit = logits.gather(1, ranked[:, :1])
-    best_dist = torch.full((point.shape[0],), float("inf"), device=point.device, dtype=point.dtype)
-    best_dir = torch.zeros_like(point)
-    for j in range(1, ranked.shape[1]):
-        f_j = (logits.gather(1, ranked[:, j:j + 1]) - original_logit).squeeze(1)
-        (w_j,) = torch.autograd.grad(f_j.sum(), point, retain_graph=j < ranked.shape[1] - 1)
-        w_j = project_onto(w_j, basis)
-        w_norm = w_j.flatten(1).norm(dim=1)
-        # a gradient orthogonal to the subspace gives no boundary to step onto within it
-        dist = torch.where(w_norm > 1e-12, f_j.detach().abs() / w_norm.clamp_min(1e-12), float("inf"))
-        closer = dist < best_dist
-        best_dist = torch.where(closer, dist, best_dist)
-        unit = w_j / w_norm.clamp_min(1e-12)[:, None, None, None]
-        best_dir = torch.where(closer[:, None, None, None], unit, best_dir)
-    return torch.where(torch.isfinite(best_dist), best_dist + STEP_SLACK, 0.0)[:, None, None, None] * best_dir

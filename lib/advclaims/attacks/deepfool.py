@@ -28,7 +28,7 @@ The model runs in eval mode with frozen parameters and is restored afterwards.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -91,8 +91,12 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
     return DeepFoolResult(x_adv.detach(), success, misclassified, iterations)
 
 
-def _step_to_nearest_boundary(logits: torch.Tensor, point: torch.Tensor, ranked: torch.Tensor) -> torch.Tensor:
-    """Per image, the minimal step onto the nearest linearised boundary among the ranked classes."""
+def _step_to_nearest_boundary(logits: torch.Tensor, point: torch.Tensor, ranked: torch.Tensor,
+                              project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Per image, the minimal step onto the nearest linearised boundary among the ranked classes.
+
+    ``project`` maps each gradient into a subspace first (confined DeepFool); None keeps the whole space.
+    """
     original_logit = logits.gather(1, ranked[:, :1])
     best_dist = torch.full((point.shape[0],), float("inf"), device=point.device, dtype=point.dtype)
     best_dir = torch.zeros_like(point)
@@ -100,10 +104,13 @@ def _step_to_nearest_boundary(logits: torch.Tensor, point: torch.Tensor, ranked:
         # one backward over the batch gives each image's gradient: images do not interact in eval mode
         f_j = (logits.gather(1, ranked[:, j:j + 1]) - original_logit).squeeze(1)
         (w_j,) = torch.autograd.grad(f_j.sum(), point, retain_graph=j < ranked.shape[1] - 1)
-        w_norm = w_j.flatten(1).norm(dim=1).clamp_min(1e-12)
-        dist = f_j.detach().abs() / w_norm
+        if project is not None:
+            w_j = project(w_j)
+        w_norm = w_j.flatten(1).norm(dim=1)
+        # a zero gradient (or one orthogonal to the subspace) gives no boundary to step onto
+        dist = torch.where(w_norm > 1e-12, f_j.detach().abs() / w_norm.clamp_min(1e-12), float("inf"))
         closer = dist < best_dist
         best_dist = torch.where(closer, dist, best_dist)
-        best_dir = torch.where(closer[:, None, None, None], w_j / w_norm[:, None, None, None], best_dir)
-    # a model with one output has no boundary to reach (best_dist stays inf): zero step, not inf * 0
+        best_dir = torch.where(closer[:, None, None, None], w_j / w_norm.clamp_min(1e-12)[:, None, None, None], best_dir)
+    # no reachable boundary (best_dist stays inf, e.g. a one-output model): zero step, not inf * 0
     return torch.where(torch.isfinite(best_dist), best_dist + STEP_SLACK, 0.0)[:, None, None, None] * best_dir
