@@ -33,13 +33,15 @@ def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
     save(fig, path)
 
 
-def paired_layers(path: Path, rows: list[dict], *, models: tuple[str, str], title: str) -> None:
-    """Max and Total per stage for two models (Table 1 as a figure), log scale, 95% CI bars."""
+def paired_layers(path: Path, rows: list[dict], *, models: tuple[str, str], title: str,
+                  keys: tuple[str, str] = ("std", "adv")) -> None:
+    """Max and Total per stage for two sets (Table 1 as a figure), log scale, 95% CI bars; ``keys`` name
+    the row columns (``{kind}_{key}`` and ``{kind}_{key}_ci``) of the two bars, ``models`` their labels."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     layers = [r["layer"] for r in rows]
     x = range(len(layers))
     for ax, kind in zip(axes, ("max", "total")):
-        for offset, (tag, name, color) in zip((-0.2, 0.2), (("std", models[0], "#C44E52"), ("adv", models[1], "#4C72B0"))):
+        for offset, (tag, name, color) in zip((-0.2, 0.2), ((keys[0], models[0], "#C44E52"), (keys[1], models[1], "#4C72B0"))):
             vals = [r[f"{kind}_{tag}"] for r in rows]
             lo = [r[f"{kind}_{tag}"] - r[f"{kind}_{tag}_ci"][0] for r in rows]
             hi = [r[f"{kind}_{tag}_ci"][1] - r[f"{kind}_{tag}"] for r in rows]

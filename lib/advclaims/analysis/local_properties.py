@@ -22,6 +22,27 @@ LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2
                "layer3": "Layer3", "layer4": "Layer4"}
 
 
+def layer_comparison(diffs: dict, layers: tuple[str, ...]) -> tuple[dict, dict, list[dict]]:
+    """Two sets of response differences on the same images, ``{"a": d_a, "b": d_b}`` (a first):
+    per stage and kind (max, total), the ratio of means a/b as ``{kind}_ratio_{layer}`` (paired
+    bootstrap), each mean as a value ``{name}_{kind}_{layer}``, and one table row per stage."""
+    (name_a, d_a), (name_b, d_b) = diffs.items()
+    statistics, values, rows = {}, {}, []
+    for layer in layers:
+        row = {"layer": LAYER_NAMES.get(layer, layer)}
+        for kind in ("max", "total"):
+            a, b = d_a[layer][kind].numpy(), d_b[layer][kind].numpy()
+            ratio = stats.ratio_of_means(a, b)
+            statistics[f"{kind}_ratio_{layer}"] = ratio
+            for name, sample in ((name_a, a), (name_b, b)):
+                m = stats.mean(sample)
+                values[f"{name}_{kind}_{layer}"] = m.value
+                row.update({f"{kind}_{name}": m.value, f"{kind}_{name}_ci": [m.low, m.high]})
+            row.update({f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
+        rows.append(row)
+    return statistics, values, rows
+
+
 def fgsm_versus_pgd(model: TrainedModel, *, fgsm_set: AdversarialSet, pgd_set: AdversarialSet) -> Measurement:
     """LP-7: accuracy under FGSM minus accuracy under PGD-20, paired over the same test images."""
     if not (fgsm_set.y.equal(pgd_set.y)):
@@ -55,20 +76,7 @@ def response_differences_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std
         raise ValueError("STD and ADV sets must attack the same images")
     d_std = response_differences(std.module, std_set.x, std_set.x_adv, layers=layers, batch_size=batch_size)
     d_adv = response_differences(adv.module, adv_set.x, adv_set.x_adv, layers=layers, batch_size=batch_size)
-    statistics, values, rows = {}, {}, []
-    for layer in layers:
-        row = {"layer": LAYER_NAMES.get(layer, layer)}
-        for kind in ("max", "total"):
-            a, b = d_std[layer][kind].numpy(), d_adv[layer][kind].numpy()
-            ratio = stats.ratio_of_means(a, b)
-            statistics[f"{kind}_ratio_{layer}"] = ratio
-            m_std, m_adv = stats.mean(a), stats.mean(b)
-            values[f"std_{kind}_{layer}"] = m_std.value
-            values[f"adv_{kind}_{layer}"] = m_adv.value
-            row.update({f"{kind}_std": m_std.value, f"{kind}_std_ci": [m_std.low, m_std.high],
-                        f"{kind}_adv": m_adv.value, f"{kind}_adv_ci": [m_adv.low, m_adv.high],
-                        f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
-        rows.append(row)
+    statistics, values, rows = layer_comparison({"std": d_std, "adv": d_adv}, layers)
 
     def draw(path: Path) -> None:
         figures.paired_layers(path, rows, models=(std.label, adv.label),
@@ -237,23 +245,7 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
     d_own = response_differences(target.module, own_set.x, own_set.x_adv, layers=layers, batch_size=batch_size)
     d_tr = response_differences(target.module, transferred_set.x, transferred_set.x_adv, layers=layers,
                                 batch_size=batch_size)
-    statistics, values, rows, fig_rows = {}, {}, [], []
-    for layer in layers:
-        row = {"layer": LAYER_NAMES.get(layer, layer)}
-        fig_row = {"layer": row["layer"]}
-        for kind in ("max", "total"):
-            a, b = d_tr[layer][kind].numpy(), d_own[layer][kind].numpy()
-            ratio = stats.ratio_of_means(a, b)
-            statistics[f"{kind}_ratio_{layer}"] = ratio
-            m_own, m_tr = stats.mean(b), stats.mean(a)
-            values[f"own_{kind}_{layer}"] = m_own.value
-            values[f"transferred_{kind}_{layer}"] = m_tr.value
-            row.update({f"{kind}_own": m_own.value, f"{kind}_transferred": m_tr.value,
-                        f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
-            fig_row.update({f"{kind}_std": m_own.value, f"{kind}_std_ci": [m_own.low, m_own.high],
-                            f"{kind}_adv": m_tr.value, f"{kind}_adv_ci": [m_tr.low, m_tr.high]})
-        rows.append(row)
-        fig_rows.append(fig_row)
+    statistics, values, rows = layer_comparison({"transferred": d_tr, "own": d_own}, layers)
     clean = correct(target.module, own_set.x, own_set.y).cpu().numpy()
     own = correct(target.module, own_set.x_adv, own_set.y).cpu().numpy()
     transferred = correct(target.module, transferred_set.x_adv, transferred_set.y).cpu().numpy()
@@ -265,7 +257,8 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
             f"from {transferred_set.source}": stats.mean(transferred)}
 
     def draw(path: Path) -> None:
-        figures.paired_layers(path, fig_rows, models=(f"own ({target.label})", f"from {transferred_set.source}"),
+        figures.paired_layers(path, rows, models=(f"own ({target.label})", f"from {transferred_set.source}"),
+                              keys=("own", "transferred"),
                               title=f"{target.label}: own vs transferred {own_set.attack} (mean over images, 95% CI)")
 
     return Measurement(
