@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
+from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import models as models_mod
 from .attacks import fgsm, pgd
 from .evaluation import attack_batched
-from .store import Store
+from .store import Entry, Store
 from .training import Recipe, evaluate_model, train
 
 PIPELINE_VERSION = 1  # bump when attack parameters or data subsets change meaning: cached sets rebuild
@@ -72,11 +73,13 @@ def attack_params(name: str, eps: float) -> dict:
 
 class Pipeline:
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
-                 device: str | torch.device = "cpu", download: bool = False, progress: bool = True):
+                 device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
+                 precision: str = "auto", compile: str | bool = "auto"):
         self.budget = budgets_mod.get(budget)
         self.store = store or Store()
         self.data_root = Path(data_root).expanduser() if data_root else data_mod.default_root()
         self.device = torch.device(device)
+        self.accel = accel_mod.resolve(self.device, precision, compile)
         self.download = download
         self.progress = progress
         self._datasets: dict[str, DatasetBundle] = {}
@@ -102,7 +105,7 @@ class Pipeline:
         return {
             "arch": arch, "width": self.budget.width(arch), "dataset": dataset, "role": role,
             "train_images": self.budget.train_subset, "budget": self.budget.name, "seed": seed,
-            "recipe": recipe.as_dict(),
+            "recipe": recipe.as_dict(), "precision": self.accel.precision,
         }
 
     def model(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
@@ -127,11 +130,16 @@ class Pipeline:
             net = build()
             recipe = Recipe(**spec["recipe"])
             metrics = train(net, bundle.train, recipe, seed=seed, crop_pad=meta.crop_pad, flip=meta.flip,
-                            progress=self.progress, desc=f"{label} {arch} {dataset}")
-            metrics.update(evaluate_model(net, bundle.test, eps=meta.eps, n=1000))
+                            progress=self.progress, desc=f"{label} {arch} {dataset}", accel=self.accel,
+                            resume=self.store.resume_path("models", spec))
+            if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                    and torch.distributed.get_rank() != 0:
+                return None  # torchrun: rank 0 evaluates and stores, the others only trained with it
+            with self.accel.autocast():
+                metrics.update(evaluate_model(net, bundle.test, eps=meta.eps, n=1000))
             return {k: v.cpu() for k, v in net.state_dict().items()}, metrics
 
-        entry = self.store.fetch("models", spec, make, device=self.device)
+        entry = self._fetch_model(spec, make)
         net = build()
         net.load_state_dict(entry.payload)
         net.eval()
@@ -139,13 +147,46 @@ class Pipeline:
         self._models[key] = trained
         return trained
 
+    def _fetch_model(self, spec: dict, make) -> "Entry":
+        """``store.fetch`` of a model; under torchrun every rank trains (DDP) and rank 0 stores.
+
+        Rank 0 takes the key's lock and decides: when the checkpoint loads, it tells the other
+        ranks to load it too; when it must be built, all ranks train together, rank 0 evaluates
+        and writes it, and the others load it after a barrier.
+        """
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.store.fetch("models", spec, make, device=self.device)
+        flag = torch.zeros(1, dtype=torch.long, device=self.device if dist.get_backend() == "nccl" else "cpu")
+        if dist.get_rank() == 0:
+            def lead():
+                flag.fill_(1)
+                dist.broadcast(flag, 0)  # "train with me"
+                return make()
+
+            entry = self.store.fetch("models", spec, lead, device=self.device)
+            if not entry.made:
+                dist.broadcast(flag, 0)  # flag is 0: "it is stored, load it"
+            dist.barrier()
+            return entry
+        dist.broadcast(flag, 0)
+        if int(flag.item()) == 1:
+            make()
+        dist.barrier()
+
+        def refuse():
+            raise RuntimeError(f"rank {dist.get_rank()}: rank 0 did not store the model it trained; see its log")
+
+        return self.store.fetch("models", spec, refuse, device=self.device)
+
     # -- adversarial sets ---------------------------------------------------------------------
     def adversarial(self, model: TrainedModel, attack: str, dataset: str, *, seed: int = 0) -> AdversarialSet:
         """Attack the budget's test images on ``model``; cached in the store beside the model."""
         meta = data_mod.info(dataset)
         params = attack_params(attack, meta.eps)
         spec = {"model": model.key, "attack": attack, "params": params, "dataset": dataset,
-                "test_n": self.budget.test_n, "seed": seed, "version": PIPELINE_VERSION}
+                "test_n": self.budget.test_n, "seed": seed, "version": PIPELINE_VERSION,
+                "precision": self.accel.precision}
         from .store import key_of
 
         key = key_of(spec)
@@ -155,6 +196,10 @@ class Pipeline:
         x, y = bundle.test.images(), bundle.test.y
 
         def make():
+            with self.accel.autocast():
+                return run()
+
+        def run():
             if attack == "fgsm":
                 x_adv = attack_batched(fgsm, model.module, x, y, batch_size=self.budget.eval_batch, **params)
             else:

@@ -5,6 +5,11 @@ Beside every ``<key>.pt`` lies ``<key>.json``: the provenance (spec, metrics, ve
 commit, wall time, checksum). Writers hold a per-key file lock (an OS lock: a killed process
 releases it), write to a temporary file and rename, so readers never see a partial file.
 Loading uses ``weights_only=True``: a checkpoint can hold tensors and plain data, never code.
+
+Crash safety (docs/reliability.md): a writer killed at any moment leaves either no ``<key>.pt``
+or a complete one; its temporary files are swept by the next holder of the key's lock; a
+``<key>.pt`` without matching provenance is moved aside and rebuilt. A long ``make`` can keep a
+resumable state in ``resume_path(kind, spec)``, which is deleted once the entry is stored.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ import torch
 from filelock import FileLock
 
 from . import provenance
+from .atomic import atomic_write, sweep
 
 
 def default_root() -> Path:
@@ -50,17 +55,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @dataclass
 class Entry:
     payload: dict
@@ -83,11 +77,21 @@ class Store:
         key = key_of(spec)
         return folder / f"{key}.pt", folder / f"{key}.json", folder / f"{key}.lock"
 
+    def resume_path(self, kind: str, spec: dict) -> Path:
+        """Where ``make`` may keep a resumable state for ``spec``; removed once the entry is stored."""
+        return self.paths(kind, spec)[0].with_suffix(".resume.pt")
+
+    def has(self, kind: str, spec: dict) -> bool:
+        """Whether a checkpoint file for ``spec`` exists (it is verified only when fetched)."""
+        return self.paths(kind, spec)[0].exists()
+
     def fetch(self, kind: str, spec: dict, make: Callable[[], tuple[dict, dict]], *,
               map_location="cpu", device="cpu") -> Entry:
         """Load the entry for ``spec``, or build it with ``make() -> (payload, metrics)`` and keep it."""
         pt, meta, lock = self.paths(kind, spec)
         with FileLock(str(lock)):
+            for path in (pt, meta, self.resume_path(kind, spec)):
+                sweep(path)  # temporary files of a writer that was killed: we hold the lock, it is gone
             entry = self._load(pt, meta, spec, map_location)
             if entry is not None:
                 self.loaded.append(pt.stem)
@@ -95,7 +99,7 @@ class Store:
             start = time.perf_counter()
             payload, metrics = make()
             wall = time.perf_counter() - start
-            _atomic_write(pt, lambda tmp: torch.save(payload, tmp))
+            atomic_write(pt, lambda tmp: torch.save(payload, tmp))
             record = {
                 "kind": kind,
                 "key": pt.stem,
@@ -107,7 +111,8 @@ class Store:
                 "commit": provenance.commit(),
                 "machine": provenance.machine(device),
             }
-            _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
+            atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
+            self.resume_path(kind, spec).unlink(missing_ok=True)
             self.made.append(pt.stem)
             return Entry(payload, record, True, pt)
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import accel as accel_mod
 from . import data as data_mod
+from .atomic import atomic_write
 from .attacks import pgd
 from .evaluation import accuracy, robust_accuracy
 
@@ -68,33 +72,109 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the message names the epoch and the recipe to change."""
 
 
+RESUME_FORMAT = 1  # layout of the per-epoch resume state; a state of another layout is ignored
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (torchrun), (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _load_resume(path: Path | None, identity: dict, device: torch.device) -> dict | None:
+    """The resume state at ``path`` if it belongs to this training run, else None (with a warning
+    when a file is there but unusable: it is then ignored and training starts over)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated or foreign file: start over rather than trust it
+        warnings.warn(f"ignoring resume state {path.name}: it does not load ({type(err).__name__}); "
+                      f"training starts from epoch 1")
+        return None
+    if state.get("identity") != identity:
+        warnings.warn(f"ignoring resume state {path.name}: it belongs to another recipe, seed or world size")
+        return None
+    return state
+
+
 def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed: int, crop_pad: int = 0,
-          flip: bool = False, progress: bool = True, desc: str = "train") -> dict:
-    """Train ``model`` in place on ``split`` (already on the model's device). Returns training metrics."""
+          flip: bool = False, progress: bool = True, desc: str = "train", accel: accel_mod.Accel | None = None,
+          resume: str | Path | None = None) -> dict:
+    """Train ``model`` in place on ``split`` (already on the model's device). Returns training metrics.
+
+    ``resume``: a file for the state after each epoch (weights, optimiser, random generators,
+    history). When it exists and belongs to this run, training continues from it, so a killed run
+    loses at most the epoch in progress, and the result equals an uninterrupted run's bit for bit
+    on the CPU. Under torchrun (torch.distributed initialised) every rank takes its slice of each
+    batch and DistributedDataParallel averages the gradients; rank 0 writes the resume state.
+    """
     device = split.device
+    accel = accel or accel_mod.resolve(device, "fp32", False)
+    rank, world = _world()
+    resume = Path(resume) if resume is not None else None
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=False)
     steps_per_epoch = math.ceil(len(split) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    step = 0
+    identity = {"recipe": recipe.as_dict(), "seed": seed, "world": world, "precision": accel.precision,
+                "images": len(split), "format": RESUME_FORMAT}
+    step, first_epoch, history, spent = 0, 0, [], 0.0
+    state = _load_resume(resume, identity, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        _set_rng_state(state["rng"], device)
+        step, first_epoch, history, spent = state["step"], state["epoch"], list(state["history"]), state["seconds"]
+    net = accel_mod.for_training(model, accel)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     start = time.perf_counter()
-    history = []
-    bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(first_epoch, recipe.epochs), desc=desc, disable=not progress or rank != 0, leave=False,
+               initial=first_epoch, total=recipe.epochs)
     for epoch in bar:
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in split.batches(recipe.batch_size, shuffle=True, generator=g):
             if recipe.augment:
                 x = data_mod.augment(x, pad=crop_pad, flip=flip, generator=g)
+            noise = None
             if recipe.method != "standard":
-                x = pgd(model, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
-                        random_start=True, generator=g)
+                # drawn for the whole batch on every rank, as pgd's random start would draw it,
+                # so the generator stays in step across ranks and a single process is unchanged
+                noise = torch.empty(x.shape, dtype=x.dtype).uniform_(-recipe.eps, recipe.eps, generator=g)
+            if world > 1:
+                if len(y) < world:
+                    continue  # a last batch too small to give every rank an image: skipped by all
+                x, y = x[rank::world], y[rank::world]
+                noise = noise[rank::world] if noise is not None else None
+            if noise is not None:
+                with accel.autocast():
+                    x = pgd(model, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
+                            init=noise.to(x.device))
                 model.train()
+            x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group["lr"] = recipe.lr_at(step / total)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with accel.autocast():
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"{desc}: loss became {loss.item()} in epoch {epoch + 1}; lower the recipe's lr "
@@ -109,8 +189,15 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
             seen += len(y)
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen})
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if resume is not None and rank == 0:
+            seconds = spent + time.perf_counter() - start
+            payload = {"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                       "generator": g.get_state(), "rng": _rng_state(device), "epoch": epoch + 1, "step": step,
+                       "history": history, "seconds": seconds}
+            atomic_write(resume, lambda tmp: torch.save(payload, tmp))
     model.eval()
-    return {"history": history, "train_seconds": time.perf_counter() - start, "steps": step}
+    return {"history": history, "train_seconds": spent + time.perf_counter() - start, "steps": step,
+            "resumed_from_epoch": first_epoch, "world_size": world, "precision": accel.precision}
 
 
 def evaluate_model(model: torch.nn.Module, test: data_mod.Split, *, eps: float, steps: int = 20,

@@ -1,0 +1,86 @@
+"""The fast path: precision, memory format, cuDNN autotuning and compilation per device.
+
+On CUDA, training and first-order attacks run under bf16 autocast with channels_last weights and
+activations, cuDNN picks its fastest kernels (``cudnn.benchmark``), and the training forward pass
+may be compiled with ``torch.compile``. On the CPU everything stays fp32 and eager: CPU bf16 is
+slower than fp32 without AMX units, and inductor's compile time exceeds a smoke run's training.
+
+Gradient-of-gradient code (the curvature operator, Algorithm 1) never runs under this module's
+compile: ``torch.compile`` cannot double-backward. bf16 never reaches it either: finite
+differences of gradients need fp32.
+
+``precision`` is part of a model's spec (it changes the trained weights), so a bf16 CUDA model
+and an fp32 CPU model are different checkpoints in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How one device runs: ``precision`` "fp32" or "bf16", ``compile`` the training forward."""
+
+    device: torch.device
+    precision: str = "fp32"
+    compile: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def autocast(self):
+        """bf16 autocast on this device when precision is bf16; a no-op otherwise."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+
+def resolve(device, precision: str = "auto", compile: str | bool = "auto") -> Accel:
+    """The settings for ``device``: "auto" means bf16 and compile on CUDA, fp32 and eager elsewhere."""
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if compile == "auto":
+        compile = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per run: autotuned kernels pay off at once
+    return Accel(device, precision, bool(compile))
+
+
+class CompiledForward(torch.nn.Module):
+    """``torch.compile`` of a model's forward, falling back to eager (with one warning) when the
+    compiler fails on this model or machine: a missing compiler must cost speed, never a result.
+
+    Parameters, buffers and train/eval mode are the wrapped model's own; ``state_dict`` is too.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self._compiled = torch.compile(model)
+        self._failed = False
+
+    def forward(self, x):
+        if not self._failed:
+            try:
+                return self._compiled(x)
+            except Exception as err:  # inductor/dynamo failures: any type; eager is always correct
+                self._failed = True
+                warnings.warn(f"torch.compile failed on {type(self.model).__name__} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); training continues eagerly")
+        return self.model(x)
+
+
+def for_training(model: torch.nn.Module, accel: Accel) -> torch.nn.Module:
+    """The module a training loop should call: compiled on request, the model itself otherwise."""
+    return CompiledForward(model) if accel.compile else model
