@@ -1,6 +1,7 @@
 """Checkpoint store: keys, provenance, integrity, and one training for many processes."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -83,24 +84,41 @@ def test_a_pickle_with_code_is_never_executed(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-WORKER = textwrap.dedent("""
-    import sys, time, torch
+CONCURRENT = textwrap.dedent("""
+    import os, time, torch, pytest
     from advclaims.store import Store
-    root, log = sys.argv[1], sys.argv[2]
-    def make():
-        with open(log, "a") as f:
-            f.write("trained\\n")
-        time.sleep(1.0)  # long enough that every process arrives while the first trains
-        return {"w": torch.ones(3)}, {}
-    entry = Store(root).fetch("models", {"net": "same"}, make)
-    assert torch.equal(entry.payload["w"], torch.ones(3))
+
+    KEYS = ["a", "b", "c"]
+
+    @pytest.mark.parametrize("n", range(8))
+    def test_fetch_all(n):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        root, log = os.environ["STORE_ROOT"], os.environ["STORE_LOG"]
+        for key in KEYS[n % 3:] + KEYS[:n % 3]:  # every worker starts with a different checkpoint
+            def make():
+                with open(log, "a") as f:
+                    f.write(f"trained {key} {worker}\\n")
+                time.sleep(0.5)  # long enough for the other workers to queue on the lock
+                return {"w": torch.full((3,), float(ord(key)))}, {}
+            entry = Store(root).fetch("models", {"net": key}, make)
+            assert torch.equal(entry.payload["w"], torch.full((3,), float(ord(key))))
+            with open(log, "a") as f:
+                f.write(f"{'made' if entry.made else 'loaded'} {key} {worker}\\n")
 """)
 
 
-def test_many_processes_asking_for_one_checkpoint_train_it_once(tmp_path):
+def test_eight_xdist_workers_asking_for_the_same_checkpoints_train_each_once(tmp_path):
+    test_file = tmp_path / "test_concurrent_fetch.py"
+    test_file.write_text(CONCURRENT)
     log = tmp_path / "log.txt"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "store"), str(log)])
-             for _ in range(4)]
-    codes = [p.wait(timeout=120) for p in procs]
-    assert codes == [0, 0, 0, 0]
-    assert log.read_text().count("trained") == 1
+    env = {**os.environ, "STORE_ROOT": str(tmp_path / "store"), "STORE_LOG": str(log), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-n", "8", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:randomly", str(test_file)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "8 passed" in run.stdout
+    lines = [line.split() for line in log.read_text().splitlines()]
+    trained = sorted(key for what, key, _ in lines if what == "trained")
+    assert trained == ["a", "b", "c"], f"each checkpoint must be trained exactly once: {trained}"
+    assert sum(what == "loaded" for what, _, _ in lines) == 8 * 3 - 3
+    assert len({worker for _, _, worker in lines}) > 1, "the fetches did not run in several workers"

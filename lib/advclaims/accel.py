@@ -16,6 +16,7 @@ and an fp32 CPU model are different checkpoints in the store.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Accel:
     device: torch.device
     precision: str = "fp32"
     compile: bool = False
+    deterministic: bool = False
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -43,8 +45,12 @@ class Accel:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
 
-def resolve(device, precision: str = "auto", compile: str | bool = "auto") -> Accel:
-    """The settings for ``device``: "auto" means bf16 and compile on CUDA, fp32 and eager elsewhere."""
+def resolve(device, precision: str = "auto", compile: str | bool = "auto", deterministic: bool = False) -> Accel:
+    """The settings for ``device``: "auto" means bf16 and compile on CUDA, fp32 and eager elsewhere.
+
+    ``deterministic`` trades speed for repeatability on CUDA: deterministic cuDNN and torch kernels,
+    no autotuning (an error names any operation that has no deterministic kernel).
+    """
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -52,9 +58,41 @@ def resolve(device, precision: str = "auto", compile: str | bool = "auto") -> Ac
         precision = "bf16" if device.type == "cuda" else "fp32"
     if compile == "auto":
         compile = device.type == "cuda"
-    if device.type == "cuda":
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable sums
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes per run: autotuned kernels pay off at once
-    return Accel(device, precision, bool(compile))
+    return Accel(device, precision, bool(compile), deterministic)
+
+
+# CUDA kernels this suite uses whose results can differ between identical runs (PyTorch's
+# reproducibility notes): atomics in backward passes, and cuDNN's run-time choice of algorithm.
+CUDA_NONDETERMINISTIC = (
+    "cuDNN convolution backward (input and weight gradients), with algorithms chosen by cudnn.benchmark",
+    "max_pool2d backward and adaptive/avg pool backward (atomic adds)",
+    "index_put_/scatter_add backward in data augmentation and attacks' per-image indexing (atomic adds)",
+    "bf16 autocast: summation order inside matmul/conv kernels may vary with the chosen algorithm",
+)
+
+
+def determinism(accel: Accel, threads: int) -> dict:
+    """What the report says about repeatability on this run's device."""
+    if accel.device.type != "cuda":
+        return {"device": str(accel.device), "repeatable": True, "threads": threads, "nondeterministic": [],
+                "statement": f"CPU with {threads} thread(s): the same seeds give identical statistics "
+                             f"(tests/test_determinism.py compares two runs' report.json)."}
+    if accel.deterministic:
+        return {"device": str(accel.device), "repeatable": True, "threads": threads, "nondeterministic": [],
+                "statement": "CUDA with --repro-deterministic: deterministic kernels only, no cuDNN autotuning."}
+    return {"device": str(accel.device), "repeatable": False, "threads": threads,
+            "nondeterministic": list(CUDA_NONDETERMINISTIC),
+            "statement": "CUDA fast path: the operations listed can change the last bits of a statistic between "
+                         "identical runs. That noise is far below the seed-to-seed spread the intervals carry; to "
+                         "confirm that no verdict depends on it, rerun with --repro-deterministic and "
+                         "`advclaims compare OLD/report.json NEW/report.json --fail-on-flip`."}
 
 
 class CompiledForward(torch.nn.Module):

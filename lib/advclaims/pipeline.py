@@ -15,6 +15,7 @@ import torch
 from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
+from . import distributed
 from . import models as models_mod
 from .attacks import fgsm, pgd
 from .evaluation import attack_batched
@@ -74,12 +75,14 @@ def attack_params(name: str, eps: float) -> dict:
 class Pipeline:
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
-                 precision: str = "auto", compile: str | bool = "auto"):
+                 accel: accel_mod.Accel | None = None):
         self.budget = budgets_mod.get(budget)
         self.store = store or Store()
         self.data_root = Path(data_root).expanduser() if data_root else data_mod.default_root()
         self.device = torch.device(device)
-        self.accel = accel_mod.resolve(self.device, precision, compile)
+        self.accel = accel or accel_mod.resolve(self.device)
+        if self.accel.device != self.device:
+            raise ValueError(f"accel settings are for {self.accel.device}, the pipeline runs on {self.device}")
         self.download = download
         self.progress = progress
         self._datasets: dict[str, DatasetBundle] = {}
@@ -132,8 +135,7 @@ class Pipeline:
             metrics = train(net, bundle.train, recipe, seed=seed, crop_pad=meta.crop_pad, flip=meta.flip,
                             progress=self.progress, desc=f"{label} {arch} {dataset}", accel=self.accel,
                             resume=self.store.resume_path("models", spec))
-            if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                    and torch.distributed.get_rank() != 0:
+            if distributed.world()[0] != 0:
                 return None  # torchrun: rank 0 evaluates and stores, the others only trained with it
             with self.accel.autocast():
                 metrics.update(evaluate_model(net, bundle.test, eps=meta.eps, n=1000))
@@ -154,11 +156,12 @@ class Pipeline:
         ranks to load it too; when it must be built, all ranks train together, rank 0 evaluates
         and writes it, and the others load it after a barrier.
         """
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        rank, world = distributed.world()
+        if world == 1:
             return self.store.fetch("models", spec, make, device=self.device)
+        dist = torch.distributed
         flag = torch.zeros(1, dtype=torch.long, device=self.device if dist.get_backend() == "nccl" else "cpu")
-        if dist.get_rank() == 0:
+        if rank == 0:
             def lead():
                 flag.fill_(1)
                 dist.broadcast(flag, 0)  # "train with me"

@@ -50,7 +50,8 @@ def summary(records: list[dict]) -> dict:
     return counts
 
 
-def build(records: list[dict], *, budget: str, argv: list[str], device: str = "cpu") -> dict:
+def build(records: list[dict], *, budget: str, argv: list[str], device: str = "cpu",
+          determinism: dict | None = None) -> dict:
     records = sorted(records, key=lambda r: (_claim_order(r["claim"]), r.get("variant", r["dataset"])))
     return {
         "advclaims": __version__,
@@ -60,8 +61,19 @@ def build(records: list[dict], *, budget: str, argv: list[str], device: str = "c
         "budget": budget,
         "command": " ".join(argv),
         "summary": summary(records),
+        "determinism": determinism or {},
         "claims": records,
     }
+
+
+# what a record measured (not when, where or how long): equal across runs that must agree
+_MEASURED = ("claim", "variant", "dataset", "budget", "seeds", "n", "verdict", "checks", "values", "tables", "tests")
+
+
+def measured(report: dict) -> dict:
+    """The statistics of a report keyed by claim instance: two runs with the same seeds on the CPU
+    must give equal ``measured`` dicts (wall times, dates and machine are left out)."""
+    return {"/".join(_key(r)): {k: r.get(k) for k in _MEASURED} for r in report.get("claims", [])}
 
 
 def _claim_order(cid: str):
@@ -85,6 +97,14 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
+def _determinism_lines(d: dict) -> list[str]:
+    if not d:
+        return []
+    lines = [f"- repeatability: {d['statement']}"]
+    lines += [f"  - non-deterministic here: {op}" for op in d.get("nondeterministic", [])]
+    return lines
+
+
 def markdown(report: dict) -> str:
     s = report["summary"]
     m = report["machine"]
@@ -96,6 +116,7 @@ def markdown(report: dict) -> str:
         f"- command: `{report['command']}`",
         f"- verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} inconclusive; "
         f"{s['as_expected']} of {s['total']} as `expected/` records",
+        *_determinism_lines(report.get("determinism") or {}),
         "",
         "A claim is *reproduced* when the 95% bootstrap interval of every checked statistic lies wholly on the",
         "claimed side of its threshold, *contradicted* when one lies wholly on the other side, *inconclusive*",

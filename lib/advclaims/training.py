@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import accel as accel_mod
 from . import data as data_mod
+from . import distributed
 from .atomic import atomic_write
 from .attacks import pgd
 from .evaluation import accuracy, robust_accuracy
@@ -75,13 +76,6 @@ class TrainingDiverged(RuntimeError):
 RESUME_FORMAT = 1  # layout of the per-epoch resume state; a state of another layout is ignored
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed (torchrun), (0, 1) otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -125,7 +119,7 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
     """
     device = split.device
     accel = accel or accel_mod.resolve(device, "fp32", False)
-    rank, world = _world()
+    rank, world = distributed.world()
     resume = Path(resume) if resume is not None else None
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,

@@ -1,0 +1,47 @@
+"""Training under torchrun: one process per GPU (or per CPU slot, with gloo), one store.
+
+    torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
+
+torchrun sets WORLD_SIZE, RANK and LOCAL_RANK. Every rank builds the same model, takes its slice
+of each batch, and DistributedDataParallel averages gradients (training.train); rank 0 holds the
+store's lock for the key, evaluates and writes the checkpoint that every fixture then loads
+(Pipeline._fetch_model). BatchNorm statistics are per rank (no SyncBatchNorm), as in plain DDP.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun with more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
+    if not launched():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"torchrun started rank with LOCAL_RANK {local} but this machine has "
+                               f"{torch.cuda.device_count()} GPUs: use --nproc_per_node <= the GPU count")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) in the process group, (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
