@@ -49,8 +49,9 @@ def test_a_truncated_checkpoint_is_moved_aside_and_rebuilt(tmp_path):
     store, calls = Store(tmp_path), []
     entry = store.fetch("models", {"x": 4}, _make(calls))
     entry.path.write_bytes(entry.path.read_bytes()[:20])
-    with pytest.warns(UserWarning, match="moved aside"):
+    with pytest.warns(UserWarning, match="moved aside") as caught:
         again = store.fetch("models", {"x": 4}, _make(calls))
+    assert all("\n" not in str(w.message) for w in caught), "the problem must be reported in one line"
     assert again.made and len(calls) == 2
     assert list(entry.path.parent.glob("*.corrupt-*.pt"))
 
@@ -79,8 +80,9 @@ def test_a_pickle_with_code_is_never_executed(tmp_path):
     from advclaims.store import _sha256
     record["sha256"] = _sha256(entry.path)  # a forged but consistent checksum
     entry.path.with_suffix(".json").write_text(json.dumps(record))
-    with pytest.warns(UserWarning, match="does not load"):
+    with pytest.warns(UserWarning, match="does not load") as caught:
         store.fetch("models", {"x": 7}, _make([]))
+    assert all("\n" not in str(w.message) for w in caught), "the problem must be reported in one line"
     assert not (tmp_path / "pwned").exists()
 
 

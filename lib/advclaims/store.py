@@ -133,7 +133,8 @@ class Store:
             try:
                 payload = torch.load(pt, map_location=map_location, weights_only=True)
             except Exception as err:  # any unpickling failure means the file cannot be trusted
-                problem = f"it does not load ({type(err).__name__}: {err})"
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                problem = f"it does not load ({type(err).__name__}: {first[:200]})"
         if problem is not None:
             aside = pt.with_name(f"{pt.stem}.corrupt-{int(time.time())}.pt")
             os.replace(pt, aside)
