@@ -1,5 +1,7 @@
 """The fast path's settings, and the check that bf16 attacks are as strong as fp32 ones."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch):
             raise RuntimeError("no C++ compiler")
         return run
     monkeypatch.setattr(torch, "compile", broken)
-    wrapped = accel.for_training(net, accel.Accel(torch.device("cpu"), compile=True))
+    wrapped = accel.fast_forward(net, accel.Accel(torch.device("cpu"), compile=True))
     x = torch.randn(4, 3)
     with pytest.warns(UserWarning, match="torch.compile failed.*no C\\+\\+ compiler"):
         assert torch.equal(wrapped(x), net(x))
@@ -91,3 +93,23 @@ def test_bf16_pgd_is_as_strong_as_fp32_pgd(fmnist_lenet, device):
     assert 0.1 < fp32 < clean - 0.1, f"eps {eps} gives no informative robust accuracy ({fp32:.3f} of {clean:.3f})"
     assert bf16 <= fp32 + 0.01, f"bf16 PGD is weaker: robust accuracy {bf16:.3f} vs fp32 {fp32:.3f}"
     assert abs(bf16 - fp32) <= 0.02
+
+
+def test_compiled_training_runs_and_agrees_with_eager():
+    """The torch.compile path (on by default on CUDA) really compiles here and trains the same model:
+    a LeNet, one PGD-AT epoch on random images, eager vs compiled (~10 s of compilation)."""
+    g = torch.Generator().manual_seed(1)
+    split = data.Split("train", (torch.rand(256, 1, 28, 28, generator=g) * 255).to(torch.uint8),
+                       torch.randint(0, 10, (256,), generator=g))
+    recipe = training.Recipe("pgd", epochs=1, batch_size=64, lr=0.05, eps=0.1, alpha=0.05, attack_steps=1)
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = models.build("lenet", in_channels=1, num_classes=10, width=2, input_size=28, mean=(0.5,), std=(0.5,))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # a fallback to eager would warn: fail instead
+            training.train(net, split, recipe, seed=0, progress=False,
+                           accel=accel.Accel(torch.device("cpu"), compile=compiled))
+        runs[compiled] = net.state_dict()
+    for name, eager in runs[False].items():
+        torch.testing.assert_close(runs[True][name], eager, rtol=1e-4, atol=1e-5, msg=name)

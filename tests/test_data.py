@@ -553,3 +553,12 @@ def test_augment_uses_every_offset_and_flips_about_half():
     centre = counts[(False, pad, pad)] + counts[(True, pad, pad)]
     assert 0.5 * n / 25 < centre < 1.5 * n / 25  # offsets uniform over the 25 positions
 
+
+
+def test_tiny_imagenet_with_a_bad_annotation_line_is_corrupt_and_named(tmp_path):
+    base = tmp_path / "tiny-imagenet-200"
+    (base / "train" / "n01").mkdir(parents=True)
+    (base / "val").mkdir()
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")
+    with pytest.raises(data.DatasetCorrupt, match=r"val_annotations\.txt line 1 is not .*'val_0\.JPEG\\tn99"):
+        data.read_arrays("tiny_imagenet", "test", tmp_path)

@@ -117,3 +117,59 @@ def test_a_variant_key_with_a_wildcard_is_an_error():
     text = GOOD.replace('"*.fast"', '"*.fast.vgg16"')
     with pytest.raises(expected.ExpectedError, match="no '\\*'"):
         expected.parse(text, paper="local_properties")
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzzing past the first field: a valid claim with one field replaced by anything TOML can hold
+
+toml_values = st.recursive(
+    st.one_of(st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+VALID_CLAIM = expected.tomllib.loads(GOOD)["claims"]["X-1"]
+CLAIM_FIELDS = sorted(set(VALID_CLAIM) | {"protocol_note"})
+
+
+@given(field=st.sampled_from(CLAIM_FIELDS), value=toml_values)
+@settings(deadline=None, max_examples=300)
+def test_any_value_in_any_field_of_a_valid_claim_parses_or_names_file_and_field(field, value):
+    try:
+        expected._parse_claim("X-1", {**VALID_CLAIM, field: value}, "local_properties", "fuzz.toml")
+    except expected.ExpectedError as err:
+        assert str(err).startswith("fuzz.toml: claims.X-1") and "\n" not in str(err), err
+
+
+@given(index=st.integers(0, 3), key=st.sampled_from(["statistic", "description", "comparator", "threshold", "paper",
+                                                      "tolerance", "verdict", "reason"]), value=toml_values)
+@settings(deadline=None, max_examples=300)
+def test_any_value_in_a_nested_entry_parses_or_names_file_and_field(index, key, value):
+    claim = {**VALID_CLAIM, "checks": [dict(c) for c in VALID_CLAIM["checks"]],
+             "values": [dict(v) for v in VALID_CLAIM["values"]],
+             "expect": {k: dict(v) for k, v in VALID_CLAIM["expect"].items()}}
+    entry = [claim["checks"][0], claim["values"][0], *claim["expect"].values()][index]
+    entry[key] = value
+    try:
+        expected._parse_claim("X-1", claim, "local_properties", "fuzz.toml")
+    except expected.ExpectedError as err:
+        assert str(err).startswith("fuzz.toml: claims.X-1") and "\n" not in str(err), err
+
+
+@pytest.mark.parametrize("broken, message", [
+    (GOOD.replace('dataset = "cifar10"', 'dataset = "cifar-10"'), "paper_setting: unknown dataset 'cifar-10'"),
+    (GOOD.replace('budget = "paper"', 'budget = "full"'), "paper_setting: unknown budget 'full'"),
+    (GOOD.replace('title = "t"', 'title = "t"\nvalues = 3'), "values: must be a list"),
+    (GOOD.replace('title = "t"', 'title = "t"\nprotocol_note = 1'), "'protocol_note' must be a str"),
+])
+def test_fields_that_once_passed_silently_are_errors(broken, message):
+    if "values = 3" in broken:
+        broken = broken[:broken.index("[[claims.X-1.values]]")] + broken[broken.index("[claims.X-1.expect"):]
+    with pytest.raises(expected.ExpectedError, match=message):
+        expected.parse(broken, paper="local_properties", where="x.toml")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", None], ids=["binary", "directory"])
+def test_an_unreadable_file_names_the_file(tmp_path, content):
+    path = tmp_path / "curvature.toml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(expected.ExpectedError, match=r"curvature\.toml: cannot be read as UTF-8 TOML"):
+        expected.load(tmp_path)

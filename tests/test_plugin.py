@@ -127,3 +127,27 @@ def test_autosave_then_compare_reports_a_flipped_verdict_and_can_fail(project, t
 def test_bad_device_is_a_usage_error(project):
     result = project.runpytest("--repro-device", "tpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_nan_model_in_a_claim_fails_in_one_line_without_a_traceback(project):
+    project.makepyfile(test_nan=textwrap.dedent('''
+        import math, torch, pytest
+        from advclaims.evaluation import accuracy
+        from advclaims.plugin import on_datasets
+
+        @pytest.fixture
+        def dataset(request):
+            return request.param
+
+        @pytest.mark.claim("LP-7")
+        @on_datasets("fashion_mnist")
+        def test_nan(dataset, check):
+            net = torch.nn.Linear(4, 3)
+            torch.nn.init.constant_(net.weight, math.nan)
+            check(accuracy(net, torch.rand(5, 4), torch.zeros(5, dtype=torch.long)))
+    '''))
+    result = project.runpytest("test_nan.py")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "test_nan.py::test_nan[fashion_mnist]: NonFiniteLogits: the model produced NaN/inf logits" in out
+    assert "Traceback" not in out and "check_finite_logits(" not in out

@@ -68,7 +68,7 @@ def test_saved_runs_are_numbered_and_the_latest_is_found(tmp_path):
     second = report.save_run(tmp_path, built)
     assert first.name.startswith("0001_") and second.name.startswith("0002_")
     assert report.find_run(tmp_path, "latest") == second
-    assert report.find_run(tmp_path, "0001") == first
+    assert report.find_run(tmp_path, "0001") == first == report.find_run(tmp_path, "1")
     with pytest.raises(FileNotFoundError, match="--repro-autosave"):
         report.find_run(tmp_path / "empty", "latest")
 

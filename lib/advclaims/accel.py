@@ -17,12 +17,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+_DEVICE = re.compile(r"cpu|cuda(?::(\d{1,6}))?")
+
+
+def parse_device(choice, cuda_count: int) -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' on a machine with ``cuda_count`` GPUs; ValueError otherwise."""
+    if choice == "auto":
+        return torch.device("cuda" if cuda_count > 0 else "cpu")
+    match = _DEVICE.fullmatch(choice) if isinstance(choice, str) else None
+    if match is None:
+        raise ValueError(f"{choice!r} is not a device: use cpu, cuda, cuda:N or auto")
+    if choice != "cpu" and cuda_count == 0:
+        raise ValueError(f"{choice}: CUDA is not available on this machine; use cpu or auto")
+    if match.group(1) is not None and int(match.group(1)) >= cuda_count:
+        raise ValueError(f"{choice}: this machine has {cuda_count} CUDA device(s); use cuda:0 to cuda:{cuda_count - 1}")
+    return torch.device(choice)
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class CompiledForward(torch.nn.Module):
         return self.model(x)
 
 
-def for_training(model: torch.nn.Module, accel: Accel) -> torch.nn.Module:
-    """The module a training loop should call: compiled on request, the model itself otherwise."""
+def fast_forward(model: torch.nn.Module, accel: Accel) -> torch.nn.Module:
+    """The module training and first-order attacks call: compiled on request, the model itself
+    otherwise. Never hand it to code that differentiates twice (the curvature operator)."""
     return CompiledForward(model) if accel.compile else model

@@ -40,6 +40,9 @@ class Budget:
         return "\n".join(lines)
 
     def width(self, arch: str) -> int:
+        """The first stage's channels of ``arch`` at this budget; an unknown arch names the known ones."""
+        if not isinstance(arch, str) or arch not in DEFAULT_WIDTH:
+            raise ValueError(f"unknown model {arch!r}; known models: {', '.join(sorted(DEFAULT_WIDTH))}")
         return self.widths.get(arch, DEFAULT_WIDTH[arch])
 
     def recipe(self, role: str, eps: float, *, weight_decay: float = 5e-4) -> Recipe:
@@ -70,6 +73,7 @@ BUDGETS = {
 
 
 def get(name: str) -> Budget:
-    if name not in BUDGETS:
+    """The named budget; anything else is one error naming the three budgets."""
+    if not isinstance(name, str) or name not in BUDGETS:
         raise ValueError(f"unknown budget {name!r}: use one of {', '.join(NAMES)}")
     return BUDGETS[name]

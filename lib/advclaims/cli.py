@@ -1,6 +1,7 @@
 """``advclaims``: train models into the store, list datasets, compare saved runs.
 
     advclaims train --role adv --dataset fashion_mnist --budget smoke
+    torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
     advclaims datasets [--data-root DIR]
     advclaims compare OLD.json NEW.json [--fail-on-flip]
 """
@@ -9,32 +10,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
+from . import distributed
 from . import models as models_mod
 from . import report as report_mod
 
 
 def _train(args) -> int:
-    import torch
-
     from .pipeline import Pipeline
     from .store import Store
+    from .training import TrainingDiverged
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = Pipeline(budget=args.budget, store=Store(args.cache), data_root=args.data_root, device=device,
-                    download=args.download, progress=True)
+    device = distributed.setup(args.device)  # under torchrun: join the group, take GPU LOCAL_RANK
+    lead = distributed.world()[0] == 0
+    compile_ = {"on": True, "off": False}.get(args.compile, "auto")
     try:
+        pipe = Pipeline(budget=args.budget, store=Store(args.cache), data_root=args.data_root, device=device,
+                        download=args.download, progress=lead,
+                        accel=accel_mod.resolve(device, args.precision, compile_))
         trained = pipe.model(args.role, args.dataset, arch=args.arch, weight_decay=args.weight_decay, seed=args.seed)
-    except data_mod.DatasetMissing as err:
+    except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, TrainingDiverged) as err:
         print(f"advclaims train: {err}", file=sys.stderr)
         return 2
-    state = "trained" if trained.trained_now else "already in the store"
-    metrics = {k: v for k, v in trained.metrics.items() if k != "history"}
-    print(f"{trained.key} ({state}): {json.dumps(metrics)}")
+    finally:
+        distributed.teardown()
+    if lead:
+        state = "trained" if trained.trained_now else "already in the store"
+        metrics = {k: v for k, v in trained.metrics.items() if k != "history"}
+        print(f"{trained.key} ({state}): {json.dumps(metrics)}")
     return 0
 
 
@@ -62,7 +71,52 @@ def _compare(args) -> int:
     return 1 if args.fail_on_flip and any(c["kind"] == "verdict flipped" for c in changes) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# argument types: a bad value is argparse's one-line usage error (exit 2), never a traceback later
+
+
+def _device(text: str):
+    import torch
+
+    from .accel import parse_device
+
+    try:
+        return parse_device(text, torch.cuda.device_count())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: pass a whole number from 0 to 2147483647")
+    return seed
+
+
+def _weight_decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a weight decay: pass a finite number >= 0, e.g. 5e-4")
+    return value
+
+
+def _directory(text: str) -> str:
+    try:
+        is_file = Path(text).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, too long a name, or ~user of an unknown user
+        is_file = True
+    if not text or "\0" in text or is_file:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory path: pass a directory")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every value is checked here, so a mistake exits 2 before any work starts."""
     parser = argparse.ArgumentParser(prog="advclaims", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one model into the checkpoint store (the same one the tests use)")
@@ -70,24 +124,33 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dataset", choices=sorted(data_mod.DATASETS), required=True)
     t.add_argument("--budget", choices=budgets_mod.NAMES, default="smoke")
     t.add_argument("--arch", choices=models_mod.names(), default="resnet18")
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--cache", default=None, help="checkpoint store (default: $ADVCLAIMS_CACHE or ~/.cache/advclaims/store)")
-    t.add_argument("--data-root", default=None)
+    t.add_argument("--weight-decay", type=_weight_decay, default=5e-4)
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--cache", type=_directory, default=None,
+                   help="checkpoint store (default: $ADVCLAIMS_CACHE or ~/.cache/advclaims/store)")
+    t.add_argument("--data-root", type=_directory, default=None)
     t.add_argument("--download", action="store_true")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", type=_device, default="auto",
+                   help="cpu, cuda, cuda:N or auto (default); under torchrun each rank takes GPU LOCAL_RANK")
+    t.add_argument("--precision", choices=accel_mod.PRECISIONS, default="auto",
+                   help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; must match the tests' to share the model")
+    t.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the training forward (auto: on CUDA only)")
     t.set_defaults(run=_train)
     d = sub.add_parser("datasets", help="which datasets are present under the data root, and how to add the rest")
-    d.add_argument("--data-root", default=None)
+    d.add_argument("--data-root", type=_directory, default=None)
     d.set_defaults(run=_datasets)
     c = sub.add_parser("compare", help="what changed between two report.json files")
     c.add_argument("old")
     c.add_argument("new")
     c.add_argument("--fail-on-flip", action="store_true", help="exit 1 when a verdict flipped")
     c.set_defaults(run=_compare)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -84,7 +84,8 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
+    """The dataset's metadata; an unknown name is one error naming the known datasets."""
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
@@ -211,7 +212,7 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError, UnicodeDecodeError) as err:
+            IndexError, KeyError, UnicodeDecodeError, OSError) as err:
         raise DatasetCorrupt(f"{path} is not a CIFAR pickle: {err}") from err
     if not isinstance(d, dict):
         raise DatasetCorrupt(f"{path} is not a CIFAR pickle: it holds a {type(d).__name__}, not a dict")
@@ -269,25 +270,34 @@ def _read_svhn(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     raise DatasetMissing(_missing("svhn", root, [root / "svhn", root]))
 
 
-def _read_image_folder(split_dir: Path, classes: list[str], size: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _decode_rgb(path: Path, size: int) -> np.ndarray:
+    """One image file as uint8 (3, size, size), resized and centre-cropped if needed; a file that is
+    not an image is DatasetCorrupt naming it."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import center_crop, resize
 
-    xs, ys = [], []
+    try:
+        img = decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError, OSError) as err:
+        raise DatasetCorrupt(f"{path} cannot be decoded as an image ({err}); replace or remove it") from err
+    if img.shape[-1] != size or img.shape[-2] != size:
+        img = center_crop(resize(img, [int(size * 256 / 224)], antialias=True), [size, size])
+    return img.numpy()
+
+
+def _read_image_folder(split_dir: Path, classes: list[str], size: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    files, labels = [], []
     for label, wnid in enumerate(classes):
-        d = split_dir / wnid
-        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in {".jpeg", ".jpg", ".png"})
-        for p in files:
-            img = decode_image(str(p), mode=ImageReadMode.RGB)
-            if img.shape[-1] != size or img.shape[-2] != size:
-                img = center_crop(resize(img, [int(size * 256 / 224)], antialias=True), [size, size])
-            xs.append(img.numpy())
-            ys.append(label)
-    if limit is not None and len(xs) > limit:
-        g = np.random.default_rng(0)
-        keep = np.sort(g.choice(len(xs), limit, replace=False))
-        xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+        found = sorted(p for p in (split_dir / wnid).rglob("*") if p.suffix.lower() in {".jpeg", ".jpg", ".png"})
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DatasetCorrupt(f"{split_dir} holds no class folders with .jpeg/.png images; the ImageFolder layout "
+                             f"is {split_dir}/<class>/<image>.jpeg")
+    if limit is not None and len(files) > limit:  # choose before decoding: a limit of 1 decodes one image
+        keep = np.sort(np.random.default_rng(0).choice(len(files), limit, replace=False))
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    return np.stack([_decode_rgb(p, size) for p in files]), np.asarray(labels, dtype=np.int64)
 
 
 def _read_tiny_imagenet(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -297,15 +307,20 @@ def _read_tiny_imagenet(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     if split == "train":
         return _read_image_folder(base / "train", classes, 64, None)
-    from torchvision.io import ImageReadMode, decode_image
-
-    ann = (base / "val" / "val_annotations.txt").read_text().splitlines()
+    annotations = base / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise DatasetCorrupt(f"{annotations} is missing: the files under {root} are not a complete tiny_imagenet; "
+                             f"{info('tiny_imagenet').how_to.format(root=root)}")
     index = {c: i for i, c in enumerate(classes)}
     xs, ys = [], []
-    for line in ann:
-        fname, wnid = line.split("\t")[:2]
-        xs.append(decode_image(str(base / "val" / "images" / fname), mode=ImageReadMode.RGB).numpy())
-        ys.append(index[wnid])
+    for number, line in enumerate(annotations.read_text(errors="replace").splitlines(), 1):
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in index:
+            raise DatasetCorrupt(f"{annotations} line {number} is not '<image>\\t<class of train/>...': {line[:60]!r}")
+        xs.append(_decode_rgb(base / "val" / "images" / fields[0], 64))
+        ys.append(index[fields[1]])
+    if not xs:
+        raise DatasetCorrupt(f"{annotations} lists no images")
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 

@@ -7,15 +7,17 @@ from typing import Callable
 import torch
 
 from .attacks import pgd
+from .attacks._common import check_finite_logits
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted labels in eval mode, in batches."""
+    """Predicted labels in eval mode, in batches; NaN/inf logits raise NonFiniteLogits (argmax would
+    quietly call them class 0)."""
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        out = [check_finite_logits(model(x[i:i + batch_size])).argmax(1) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)

@@ -141,8 +141,11 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
         seen.add(name)
         checks.append(CheckSpec(name, _need(c, "description", str, wc), comparator, _need(c, "threshold", float, wc),
                                 _optional_number(c, "paper", wc), _optional_number(c, "tolerance", wc)))
+    raw_values = table.get("values", [])
+    if not isinstance(raw_values, list):
+        raise ExpectedError(f"{w}.values: must be a list of [[claims.{cid}.values]] tables")
     values = []
-    for i, v in enumerate(table.get("values", [])):
+    for i, v in enumerate(raw_values):
         wv = f"{w}.values[{i}]"
         if not isinstance(v, dict):
             raise ExpectedError(f"{wv}: must be a table")
@@ -151,14 +154,27 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
             raise ExpectedError(f"{wv}: tolerance must be >= 0")
         values.append(ValueSpec(_need(v, "statistic", str, wv), _need(v, "description", str, wv),
                                 _need(v, "paper", float, wv), tol))
-    setting = table.get("paper_setting", {})
-    if not isinstance(setting, dict) or (setting and "dataset" not in setting):
-        raise ExpectedError(f"{w}.paper_setting: must be a table with 'dataset' (and optionally 'budget')")
     expect = table.get("expect", {})
     if not isinstance(expect, dict):
         raise ExpectedError(f"{w}.expect: must be a table of 'dataset.budget' entries")
+    note = table.get("protocol_note")
+    if note is not None and not isinstance(note, str):
+        raise ExpectedError(f"{w}: field 'protocol_note' must be a str, got {note!r}")
     return ClaimSpec(cid, paper, _need(table, "title", str, w), _need(table, "source", str, w), tuple(checks),
-                     tuple(values), dict(setting), _parse_expect(expect, w), table.get("protocol_note"))
+                     tuple(values), _parse_setting(table.get("paper_setting", {}), w), _parse_expect(expect, w), note)
+
+
+def _parse_setting(setting, where: str) -> dict:
+    """paper_setting = { dataset = "...", budget = "..." }: both known names (budget defaults to paper)."""
+    w = f"{where}.paper_setting"
+    if not isinstance(setting, dict) or (setting and "dataset" not in setting):
+        raise ExpectedError(f"{w}: must be a table with 'dataset' (and optionally 'budget')")
+    if setting and (not isinstance(setting["dataset"], str) or setting["dataset"] not in data_mod.DATASETS):
+        raise ExpectedError(f"{w}: unknown dataset {setting['dataset']!r}; known: {', '.join(sorted(data_mod.DATASETS))}")
+    budget = setting.get("budget", "paper")
+    if not isinstance(budget, str) or budget not in budgets_mod.NAMES:
+        raise ExpectedError(f"{w}: unknown budget {budget!r}; known: {', '.join(budgets_mod.NAMES)}")
+    return dict(setting)
 
 
 def parse(text: str, *, paper: str, where: str = "<expected>") -> dict[str, ClaimSpec]:
@@ -181,7 +197,11 @@ def load(directory: str | Path | None = None) -> dict[str, ClaimSpec]:
     for path in sorted(directory.glob("*.toml")):
         if path.stem not in PAPERS:
             raise ExpectedError(f"{path}: file name must be one of {', '.join(PAPERS)} (.toml)")
-        for cid, spec in parse(path.read_text(), paper=path.stem, where=str(path)).items():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ExpectedError(f"{path}: cannot be read as UTF-8 TOML text ({err})") from None
+        for cid, spec in parse(text, paper=path.stem, where=str(path)).items():
             if cid in out:
                 raise ExpectedError(f"{path}: claim {cid} is also defined in {out[cid].paper}.toml")
             out[cid] = spec

@@ -199,16 +199,14 @@ class Pipeline:
         x, y = bundle.test.images(), bundle.test.y
 
         def make():
+            net = accel_mod.fast_forward(model.module, self.accel)  # first-order only: compile is safe
             with self.accel.autocast():
-                return run()
-
-        def run():
-            if attack == "fgsm":
-                x_adv = attack_batched(fgsm, model.module, x, y, batch_size=self.budget.eval_batch, **params)
-            else:
-                g = torch.Generator().manual_seed(seed)
-                x_adv = attack_batched(pgd, model.module, x, y, batch_size=self.budget.eval_batch,
-                                       generator=g, **params)
+                if attack == "fgsm":
+                    x_adv = attack_batched(fgsm, net, x, y, batch_size=self.budget.eval_batch, **params)
+                else:
+                    g = torch.Generator().manual_seed(seed)
+                    x_adv = attack_batched(pgd, net, x, y, batch_size=self.budget.eval_batch, generator=g,
+                                           **params)
             return {"x_adv": x_adv.cpu()}, {"images": len(y)}
 
         entry = self.store.fetch("adversarial", spec, make, device=self.device)

@@ -8,24 +8,30 @@ xfail), or failed (any other verdict: the message says what to record if the cha
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import expected as expected_mod
 from . import report as report_mod
+from .attacks._common import NonFiniteLogits
 from .measurement import Measurement
 from .pipeline import Pipeline
 from .stats import Verdict, combine, verdict
 from .store import Store
+from .training import TrainingDiverged
 
 RECORDS = pytest.StashKey[list]()
 CATALOGUE = pytest.StashKey[dict]()
@@ -45,7 +51,14 @@ def pytest_addoption(parser):
     g.addoption("--repro-download", action="store_true", help="let torchvision download missing datasets")
     g.addoption("--repro-cache", default=None, metavar="DIR",
                 help="checkpoint store (default: $ADVCLAIMS_CACHE or ~/.cache/advclaims/store)")
-    g.addoption("--repro-device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default)")
+    g.addoption("--repro-device", default="auto", metavar="DEV",
+                help="cpu, cuda, cuda:N or auto (default); with -n, plain cuda/auto gives xdist worker N GPU N")
+    g.addoption("--repro-precision", choices=("auto", "fp32", "bf16"), default="auto",
+                help="training and first-order attacks: auto (default) is bf16 autocast on CUDA, fp32 on the CPU")
+    g.addoption("--repro-compile", choices=("auto", "on", "off"), default="auto",
+                help="torch.compile of the training forward: auto (default) is on for CUDA, off on the CPU")
+    g.addoption("--repro-deterministic", action="store_true",
+                help="CUDA: deterministic kernels only, no cuDNN autotuning (slower; the CPU is always repeatable)")
     g.addoption("--repro-expected", default=None, metavar="DIR", help="expected/ folder (default: <rootdir>/expected)")
     g.addoption("--repro-report", default=None, metavar="DIR", help="write report.json, report.md and figures to DIR")
     g.addoption("--repro-autosave", action="store_true", help="keep this run as a numbered JSON in --repro-storage")
@@ -60,20 +73,106 @@ def pytest_addoption(parser):
 
 
 def _device(config) -> torch.device:
-    choice = config.getoption("--repro-device")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(choice)
-    except RuntimeError:
-        raise pytest.UsageError(f"--repro-device {choice!r} is not a device: use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise pytest.UsageError(f"--repro-device {choice}: CUDA is not available on this machine; use cpu or auto")
-    return dev
+        dev = accel_mod.parse_device(config.getoption("--repro-device"), torch.cuda.device_count())
+    except ValueError as err:
+        raise pytest.UsageError(f"--repro-device {err}") from None
+    return pin_worker(dev, getattr(config, "workerinput", {}).get("workerid"))
+
+
+def pin_worker(dev: torch.device, worker: str | None) -> torch.device:
+    """xdist worker gwN gets GPU N mod the GPU count when the device is plain "cuda", so that
+    ``-n <gpus>`` runs one worker per GPU; an explicit cuda:N, the CPU and the controller stay put."""
+    if dev.type != "cuda" or dev.index is not None or not worker or not worker.startswith("gw"):
+        return dev
+    count = torch.cuda.device_count()
+    return torch.device("cuda", int(worker[2:]) % count) if count > 0 else dev
 
 
 def _storage(config) -> Path:
     return Path(config.getoption("--repro-storage") or config.rootpath / ".repro-runs")
+
+
+# ---------------------------------------------------------------------------------------------
+# option validation: pure functions (no pytest run needed to test them); each error is one line
+# naming the option, the value and the fix
+
+VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-compare", "--repro-compare-fail",
+                     "--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
+_DIRECTORY_OPTIONS = ("--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
+
+
+@dataclass(frozen=True)
+class ReproOptions:
+    """The validated options that pytest_configure acts on."""
+
+    budget: str
+    device: torch.device
+    threads: int | None       # torch threads per process; None leaves torch's default
+
+
+def _is_file(value) -> bool:
+    """Whether ``value`` names an existing file; False for strings no file can have (NUL, too long,
+    ~user of an unknown user)."""
+    try:
+        return Path(value).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):  # pathlib raises RuntimeError for an unknown ~user
+        return False
+
+
+def _expands(value) -> bool:
+    """Whether a leading ~ or ~user in ``value`` can be expanded (pathlib raises otherwise)."""
+    try:
+        Path(value).expanduser()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _threads(value, workers: int, cpu_count: int) -> int | None:
+    """--repro-threads, or cores / xdist workers when unset under xdist."""
+    if value is None:
+        return max(1, cpu_count // workers) if workers > 1 else None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= cpu_count:
+        raise pytest.UsageError(f"--repro-threads {value!r}: pass a whole number from 1 to {cpu_count} "
+                                f"(this machine's CPU cores)")
+    return value
+
+
+def _compare(value, fail: bool, storage: Path) -> None:
+    """--repro-compare is latest, a saved run's number or a report.json; a named run must exist now,
+    not be found missing after the whole session. 'latest' with no saved run yet is reported at the end."""
+    if fail and value is None:
+        raise pytest.UsageError("--repro-compare-fail needs --repro-compare [RUN] (the run to compare with)")
+    if value is None or value == "latest":
+        return
+    if not isinstance(value, str) or not (value.isdecimal() or _is_file(value)):
+        raise pytest.UsageError(f"--repro-compare {value!r}: pass latest, a saved run's number (e.g. 0003) "
+                                f"or the path of a report.json")
+    try:
+        report_mod.find_run(storage, value)
+    except FileNotFoundError as err:
+        raise pytest.UsageError(f"--repro-compare {value}: {err}") from None
+
+
+def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: int, cpu_count: int) -> ReproOptions:
+    """Check the --repro-* values (keys as in VALIDATED_OPTIONS); raises pytest.UsageError, one line."""
+    budget = options.get("--repro-budget")
+    if budget not in budgets_mod.NAMES:
+        raise pytest.UsageError(f"--repro-budget {budget!r} (or $ADVCLAIMS_BUDGET) is not a budget: "
+                                f"use {', '.join(budgets_mod.NAMES)}")
+    try:
+        device = accel_mod.parse_device(options.get("--repro-device", "auto"), cuda_count)
+    except ValueError as err:
+        raise pytest.UsageError(f"--repro-device {err}") from None
+    for name in _DIRECTORY_OPTIONS:
+        value = options.get(name)
+        if value is not None and (not isinstance(value, (str, Path)) or "\0" in str(value) or _is_file(value)
+                                  or not _expands(value)):
+            raise pytest.UsageError(f"{name} {value!r} is not a directory path (it is a file, an unknown ~user, "
+                                    f"or no path at all): pass a directory")
+    _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
+    return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
 
 def pytest_configure(config):
@@ -90,15 +189,52 @@ def pytest_configure(config):
         config.stash[CATALOGUE] = expected_mod.load(folder)
     except expected_mod.ExpectedError as err:
         raise pytest.UsageError(f"expected/ is malformed: {err}") from None
-    _device(config)  # validate early: a bad device is a usage error, not 600 failed tests
-    threads = config.getoption("--repro-threads")
-    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
-    if threads is None and workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-    if threads is not None:
-        if threads < 1:
-            raise pytest.UsageError(f"--repro-threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    # validate early: a bad option is one usage error now, not 600 failed tests or a lost report later
+    options = validate_options({name: config.getoption(name) for name in VALIDATED_OPTIONS},
+                               storage=_storage(config), cuda_count=torch.cuda.device_count(),
+                               workers=int(getattr(config, "workerinput", {}).get("workercount", 1)),
+                               cpu_count=os.cpu_count() or 1)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# -m expressions: a misspelt marker (`-m cifar`) would select nothing, silently
+
+_MARK_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_MARK_IDENT = re.compile(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+")  # pytest's identifier syntax in -m expressions
+
+
+def marker_names(expression: str) -> set[str]:
+    """The marker names an -m expression mentions: its identifiers, less and/or/not and the keyword
+    arguments of ``marker(key=value)``."""
+    text = _MARK_QUOTED.sub(" ", expression)
+    names = set()
+    for match in _MARK_IDENT.finditer(text):
+        keyword = text[match.end():].lstrip().startswith("=") or text[:match.start()].rstrip().endswith("=")
+        if match.group() not in ("and", "or", "not") and not keyword:
+            names.add(match.group())
+    return names
+
+
+def check_marker_expression(expression: str | None, known: set[str]) -> None:
+    """pytest.UsageError naming an unknown marker of ``expression``, its nearest known one and them all."""
+    unknown = sorted(marker_names(expression or "") - known)
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise pytest.UsageError(f"-m {expression!r}: unknown marker {unknown[0]!r}{hint}; known markers: "
+                            f"{', '.join(sorted(known))}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Check -m once, on the controller, when every plugin and initial conftest has registered its markers."""
+    config = session.config
+    if not hasattr(config, "workerinput"):
+        known = {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
+        check_marker_expression(config.option.markexpr, known)
 
 
 def pytest_report_header(config):
@@ -144,7 +280,24 @@ def pipeline(request) -> Pipeline:
         device=_device(cfg),
         download=cfg.getoption("--repro-download"),
         progress=not cfg.getoption("--repro-quiet") and sys.stderr.isatty(),
+        accel=_accel(cfg, _device(cfg)),
     )
+
+
+def _accel(config, device: torch.device) -> accel_mod.Accel:
+    return accel_mod.resolve(device, config.getoption("--repro-precision"),
+                             {"on": True, "off": False}.get(config.getoption("--repro-compile"), "auto"),
+                             deterministic=config.getoption("--repro-deterministic"))
+
+
+def _worker_threads(config) -> int:
+    """Torch threads each test process ran with (the controller of -n N reports its workers')."""
+    if config.getoption("--repro-threads"):
+        return config.getoption("--repro-threads")
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return torch.get_num_threads()
 
 
 def on_datasets(*names: str):
@@ -253,6 +406,19 @@ def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
             warnings.warn(f"figure {rel} could not be drawn: {err}")
 
 
+# errors whose message already says what happened and what to do: shown as one line, no traceback
+_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, data_mod.DatasetCorrupt, data_mod.DatasetMissing)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(_USER_ERRORS):
+        err = call.excinfo.value
+        report.longrepr = f"{item.nodeid}: {type(err).__name__}: {err}"
+    return report
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     result = yield
@@ -286,8 +452,10 @@ def pytest_sessionfinish(session, exitstatus):
     config.stash[RECORDS] = records
     if not records:
         return
+    device = _device(config)
     report = report_mod.build(records, budget=config.getoption("--repro-budget"), argv=sys.argv,
-                              device=str(_device(config)))
+                              device=str(device), determinism=accel_mod.determinism(_accel(config, device),
+                                                                                    _worker_threads(config)))
     out = config.getoption("--repro-report")
     if out:
         report_mod.write(out, report)

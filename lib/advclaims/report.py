@@ -188,9 +188,11 @@ def save_run(storage: str | Path, report: dict) -> Path:
 
 
 def find_run(storage: str | Path, which: str) -> Path:
-    """A saved run by path, by number prefix (e.g. '0003'), or 'latest'."""
+    """A saved run by path, by number ('3' or '0003'), or 'latest'."""
     if which not in ("latest", "") and Path(which).is_file():
         return Path(which)
+    if which.isdigit() and len(which) < 4:
+        which = which.zfill(4)
     runs = sorted(Path(storage).glob("*/[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: (p.name[:4], p.stat().st_mtime))
     if which not in ("latest", ""):
         runs = [p for p in runs if p.name.startswith(which)]

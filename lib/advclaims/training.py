@@ -136,7 +136,7 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
         g.set_state(state["generator"])
         _set_rng_state(state["rng"], device)
         step, first_epoch, history, spent = state["step"], state["epoch"], list(state["history"]), state["seconds"]
-    net = accel_mod.for_training(model, accel)
+    net = accel_mod.fast_forward(model, accel)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     start = time.perf_counter()

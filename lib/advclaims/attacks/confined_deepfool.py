@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_finite_logits, check_nonnegative, check_steps, frozen
+from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
 from .deepfool import _step_to_nearest_boundary
 
 
@@ -44,8 +44,7 @@ def confined_deepfool(model: nn.Module, x: torch.Tensor, basis: torch.Tensor | N
     max_iter = check_steps(max_iter, "max_iter")
     if check_steps(candidates, "candidates") < 2:
         raise ValueError(f"candidates must be >= 2 (got {candidates}); the original class and at least one other")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError("x must be a 4-D float tensor (N, C, H, W)")
+    check_images(x)
     dims = x[0].numel() if x.shape[0] else x.shape[1:].numel()
     if basis is not None and (basis.dim() != 2 or basis.shape[0] != dims):
         raise ValueError(f"basis must be ({dims}, k) with orthonormal columns, got {tuple(basis.shape)}")

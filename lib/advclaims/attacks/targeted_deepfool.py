@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_finite_logits, check_nonnegative, check_steps, frozen
+from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
 
 STEP_SLACK = 1e-4  # DeepFool's reference code adds this to each step so iterates do not stall on the boundary
 
@@ -40,8 +40,7 @@ def targeted_deepfool(model: nn.Module, x: torch.Tensor, target, *, overshoot: f
                       max_iter: int = 5) -> TargetedDeepFoolResult:
     overshoot = check_nonnegative(overshoot, "overshoot", "pass DeepFool's 0.02")
     max_iter = check_steps(max_iter, "max_iter")
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError("x must be a 4-D float tensor (N, C, H, W)")
+    check_images(x)
     x = x.detach()
     n = x.shape[0]
     target = torch.as_tensor(target, device=x.device).long().expand(n).clone()

@@ -7,6 +7,7 @@ smaller widths give the narrow nets of the smoke budget.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -45,20 +46,26 @@ def build(
     std: tuple[float, ...] | None = None,
     input_size: int = 32,
 ) -> nn.Module:
-    """Build a registered architecture with its normalisation layer in front."""
+    """Build a registered architecture with its normalisation layer in front.
+
+    Models whose head depends on the image size (``FIXED_INPUT_SIZE``, e.g. LeNet's linear layers)
+    get it in their Normalize layer, so a batch of another size is refused there in one line.
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
-    if in_channels < 1 or num_classes < 2:
-        raise ValueError(f"model {name!r} needs in_channels >= 1 and num_classes >= 2")
+    for arg, value, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 2),
+                            ("width", width, 1), ("input_size", input_size, 1)):
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low):
+            raise ValueError(f"model {name!r} needs an integer {arg} >= {low}, got {value!r}")
     width = DEFAULT_WIDTH[name] if width is None else int(width)
     mean = mean if mean is not None else (0.5,) * in_channels
     std = std if std is not None else (0.5,) * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std need {in_channels} entries, one per input channel")
-    return _REGISTRY[name](
-        in_channels=in_channels, num_classes=num_classes, width=width,
-        normalize=Normalize(mean, std), input_size=input_size,
-    )
+    cls = _REGISTRY[name]
+    size = input_size if getattr(cls, "FIXED_INPUT_SIZE", False) else None
+    return cls(in_channels=in_channels, num_classes=num_classes, width=width,
+               normalize=Normalize(mean, std, size), input_size=input_size)
 
 
 __all__ = ["build", "names", "Normalize", "RESNET_STAGES", "DEFAULT_WIDTH"]

@@ -6,8 +6,13 @@ from torch import nn
 
 
 class LeNet(nn.Module):
+    FIXED_INPUT_SIZE = True  # the linear head's size follows the image size: other sizes are refused
+
     def __init__(self, *, in_channels: int, num_classes: int, width: int, normalize: nn.Module, input_size: int = 28):
         super().__init__()
+        if input_size < 16:
+            raise ValueError(f"LeNet needs images of at least 16x16 pixels (two 5x5 convs and 2x2 pools), "
+                             f"got input_size={input_size}; use another architecture for smaller images")
         c1, c2, hidden = width, int(2.5 * width), 25 * width
         self.normalize = normalize
         self.body = nn.Sequential(
