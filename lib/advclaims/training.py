@@ -136,9 +136,10 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
         g.set_state(state["generator"])
         _set_rng_state(state["rng"], device)
         step, first_epoch, history, spent = state["step"], state["epoch"], list(state["history"]), state["seconds"]
-    net = accel_mod.fast_forward(model, accel)
+    fast = accel_mod.fast_forward(model, accel)  # the attack's forward too: 10 of PGD-10 AT's 11 passes
+    net = fast
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(fast, device_ids=[device] if device.type == "cuda" else None)
     start = time.perf_counter()
     bar = tqdm(range(first_epoch, recipe.epochs), desc=desc, disable=not progress or rank != 0, leave=False,
                initial=first_epoch, total=recipe.epochs)
@@ -160,7 +161,7 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
                 noise = noise[rank::world] if noise is not None else None
             if noise is not None:
                 with accel.autocast():
-                    x = pgd(model, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
+                    x = pgd(fast, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
                             init=noise.to(x.device))
                 model.train()
             x = x.contiguous(memory_format=torch.channels_last)
