@@ -22,7 +22,7 @@ from .evaluation import attack_batched
 from .store import Entry, Store
 from .training import Recipe, evaluate_model, train
 
-PIPELINE_VERSION = 1  # bump when attack parameters or data subsets change meaning: cached sets rebuild
+PIPELINE_VERSION = 2  # bump when attack parameters or data subsets change meaning: cached sets rebuild
 
 
 class DatasetBundle:

@@ -23,7 +23,7 @@ from .atomic import atomic_write
 from .attacks import pgd
 from .evaluation import accuracy, robust_accuracy
 
-RECIPE_VERSION = 1  # bump when the training loop changes what a recipe produces: stored models retrain
+RECIPE_VERSION = 2  # bump when the training loop changes what a recipe produces: stored models retrain
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ kappa=0, steps=100, lr=0.01 follow common re-implementations (torchattacks uses 
 
 Shapes: x float (N, C, H, W) in [0, 1]; y int64 (N,); returns a new detached (N, C, H, W) tensor.
 Vectorised: the whole batch is one Adam problem whose terms are independent per image.
-The model runs in eval mode with frozen parameters and is restored afterwards.
+The model runs in eval mode with frozen parameters and is restored afterwards; its logits come from
+``fast_model`` (the model's, up to float rounding).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (check_attack_inputs, check_finite_logits, check_nonnegative, check_positive, check_steps, frozen,
-                      margin_loss)
+from ._common import (check_attack_inputs, check_finite_logits, check_nonnegative, check_positive, check_steps,
+                      fast_model, frozen, margin_loss)
 
 TANH_EDGE = 1 - 1e-6  # atanh(±1) is infinite: pull pixels at 0 or 1 just inside
 
@@ -38,13 +39,14 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 0.1,
     with frozen(model):
         check_attack_inputs(model, x, y)
         x = x.detach()
+        forward = fast_model(model, x)
         w = torch.atanh((2 * x - 1).clamp(-TANH_EDGE, TANH_EDGE)).requires_grad_(True)
         optimizer = torch.optim.Adam([w], lr=lr)
         best = x.clone()
         best_dist = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
         for step in range(steps + 1):
             x_new = (torch.tanh(w) + 1) / 2
-            logits = check_finite_logits(model(x_new))
+            logits = check_finite_logits(forward(x_new))
             # margin > 0 means misclassified (untargeted) or short of the target (targeted)
             margin = margin_loss(logits, y)
             margin = -margin if targeted else margin

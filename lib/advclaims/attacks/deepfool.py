@@ -23,7 +23,8 @@ Returns ``DeepFoolResult(x_adv, success, misclassified, iterations)``, a NamedTu
                    max_{k != k0} f_k(x_adv) > f_k0(x_adv)
     misclassified  bool (N,): k0 != y (all False without y)
     iterations     int64 (N,): DeepFool steps taken per image
-The model runs in eval mode with frozen parameters and is restored afterwards.
+The model runs in eval mode with frozen parameters and is restored afterwards. The iterations use
+``fast_model`` (the model's logits up to float rounding); the clean and final predictions use the model.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ._common import (check_finite_logits, check_images, check_labels, check_nonnegative, check_steps, frozen,
-                      margin_loss)
+from ._common import (check_finite_logits, check_images, check_labels, check_nonnegative, check_steps, fast_model,
+                      frozen, margin_loss)
 
 STEP_SLACK = 1e-4  # the paper's code adds this to each step length so iterates do not stall on the boundary
 
@@ -69,6 +70,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
         # classes ranked by clean logit; column 0 is the original prediction k0
         ranked = clean_logits.topk(min(candidates, total_classes), dim=1).indices
         original = ranked[:, 0]
+        forward = fast_model(model, x)
         r_total = torch.zeros_like(x)
         iterations = torch.zeros(n, dtype=torch.long, device=x.device)
         active = ~misclassified
@@ -77,7 +79,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
             if idx.numel() == 0:
                 break
             point = (x[idx] + (1 + overshoot) * r_total[idx]).clamp(0, 1).requires_grad_(True)
-            logits = check_finite_logits(model(point))
+            logits = check_finite_logits(forward(point))
             on_original_side = margin_loss(logits, original[idx]) <= 0
             step = _step_to_nearest_boundary(logits, point, ranked[idx])
             keep = idx[on_original_side]

@@ -21,7 +21,9 @@ Defaults from the paper: CIFAR-10 eps=8/255, alpha=2/255, steps=7 (training) or 
 MNIST eps=0.3, alpha=0.01, steps=40/100. No defaults here: every budget is explicit.
 
 Shapes: x float (N, C, H, W) in [0, 1]; y int64 (N,); returns a new detached (N, C, H, W) tensor.
-The model runs in eval mode with frozen parameters and is restored afterwards.
+The model runs in eval mode with frozen parameters and is restored afterwards. Gradients come from
+``fast_model`` (BatchNorm folded into convolutions, channels_last on the CPU): the model's logits up
+to float rounding, so a gradient component within rounding of 0 may take the other sign.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss, frozen,
-                      input_gradient, margin_loss, project_linf)
+from ._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss, fast_model, frozen,
+                      input_gradient, margin_loss, project_linf, project_linf_)
 
 LOSSES = {"ce": cross_entropy_loss, "margin": margin_loss}
 
@@ -42,14 +44,15 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     loss_fn = LOSSES[loss]
-    direction = -1.0 if targeted else 1.0  # targeted descends the loss toward y
+    step = (-1.0 if targeted else 1.0) * alpha  # targeted descends the loss toward y
     with frozen(model):
         check_attack_inputs(model, x, y)
         x = x.detach()
+        forward = fast_model(model, x)
         x_adv = project_linf(x + _start(x, eps, random_start, generator, init), x, eps)
         for _ in range(steps):
-            grad = input_gradient(model, x_adv, y, loss_fn)
-            x_adv = project_linf(x_adv + direction * alpha * grad.sign(), x, eps)
+            grad = input_gradient(forward, x_adv, y, loss_fn)
+            project_linf_(x_adv.add_(grad.sign_().mul_(step)), x, eps)  # x_adv is ours: update it in place
     return x_adv.detach()
 
 
