@@ -98,3 +98,14 @@ def test_an_interval_at_another_confidence_says_so():
     md = report.markdown(report.build([r], budget="smoke", argv=[]))
     assert "2 [1.5, 2.5] (98% CI)" in md
     assert "(95% CI)" not in report.markdown(report.build([record()], budget="smoke", argv=[]))
+
+
+def test_measured_keeps_statistics_and_drops_timings():
+    def run(seconds, value):
+        return {"claims": [{"claim": "CV-1", "dataset": "fashion_mnist", "variant": "fashion_mnist",
+                            "verdict": "contradicted", "checks": [{"statistic": "s", "value": value}],
+                            "tables": {"per_class": [{"class": 0, "asym": 0.33, "seconds": seconds}]},
+                            "wall_seconds": seconds}]}
+    assert report.measured(run(2.2, 0.5)) == report.measured(run(2.3, 0.5))
+    assert report.measured(run(2.2, 0.5)) != report.measured(run(2.2, 0.6))
+    assert report.measured(run(2.2, 0.5))["CV-1/fashion_mnist"]["tables"]["per_class"] == [{"class": 0, "asym": 0.33}]

@@ -70,10 +70,21 @@ def build(records: list[dict], *, budget: str, argv: list[str], device: str = "c
 _MEASURED = ("claim", "variant", "dataset", "budget", "seeds", "n", "verdict", "checks", "values", "tables", "tests")
 
 
+_TIMINGS = ("seconds", "wall_seconds", "train_seconds")  # table columns that time a step, not measure a claim
+
+
 def measured(report: dict) -> dict:
     """The statistics of a report keyed by claim instance: two runs with the same seeds on the CPU
-    must give equal ``measured`` dicts (wall times, dates and machine are left out)."""
-    return {"/".join(_key(r)): {k: r.get(k) for k in _MEASURED} for r in report.get("claims", [])}
+    must give equal ``measured`` dicts (wall times, including timing columns of tables, dates and
+    machine are left out)."""
+    def untimed(record: dict) -> dict:
+        out = {k: record.get(k) for k in _MEASURED}
+        out["tables"] = {name: [{c: v for c, v in row.items() if c not in _TIMINGS} if isinstance(row, dict) else row
+                                for row in rows]
+                         for name, rows in (record.get("tables") or {}).items()}
+        return out
+
+    return {"/".join(_key(r)): untimed(r) for r in report.get("claims", [])}
 
 
 def _claim_order(cid: str):
