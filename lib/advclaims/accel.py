@@ -43,16 +43,13 @@ def parse_device(choice, cuda_count: int) -> torch.device:
 
 @dataclass(frozen=True)
 class Accel:
-    """How one device runs: ``precision`` "fp32" or "bf16", ``compile`` the training forward."""
+    """How one device runs: ``precision`` "fp32" or "bf16"; ``compile`` the forward of training and
+    first-order attacks; ``deterministic`` CUDA kernels only."""
 
     device: torch.device
     precision: str = "fp32"
     compile: bool = False
     deterministic: bool = False
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.precision == "bf16" else None
 
     def autocast(self):
         """bf16 autocast on this device when precision is bf16; a no-op otherwise."""

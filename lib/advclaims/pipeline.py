@@ -88,6 +88,7 @@ class Pipeline:
         self._datasets: dict[str, DatasetBundle] = {}
         self._models: dict[str, TrainedModel] = {}
         self._sets: dict[str, AdversarialSet] = {}
+        self._forwards: dict[str, torch.nn.Module] = {}
 
     # -- data ---------------------------------------------------------------------------------
     def dataset(self, name: str) -> DatasetBundle:
@@ -182,6 +183,13 @@ class Pipeline:
 
         return self.store.fetch("models", spec, refuse, device=self.device)
 
+    def _attack_forward(self, model: TrainedModel) -> torch.nn.Module:
+        """The forward attacks on ``model`` call: compiled once per model (on CUDA), not once per set.
+        First-order attacks only: compile is never used for double backward."""
+        if model.key not in self._forwards:
+            self._forwards[model.key] = accel_mod.fast_forward(model.module, self.accel)
+        return self._forwards[model.key]
+
     # -- adversarial sets ---------------------------------------------------------------------
     def adversarial(self, model: TrainedModel, attack: str, dataset: str, *, seed: int = 0) -> AdversarialSet:
         """Attack the budget's test images on ``model``; cached in the store beside the model."""
@@ -199,7 +207,7 @@ class Pipeline:
         x, y = bundle.test.images(), bundle.test.y
 
         def make():
-            net = accel_mod.fast_forward(model.module, self.accel)  # first-order only: compile is safe
+            net = self._attack_forward(model)
             with self.accel.autocast():
                 if attack == "fgsm":
                     x_adv = attack_batched(fgsm, net, x, y, batch_size=self.budget.eval_batch, **params)

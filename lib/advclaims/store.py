@@ -81,10 +81,6 @@ class Store:
         """Where ``make`` may keep a resumable state for ``spec``; removed once the entry is stored."""
         return self.paths(kind, spec)[0].with_suffix(".resume.pt")
 
-    def has(self, kind: str, spec: dict) -> bool:
-        """Whether a checkpoint file for ``spec`` exists (it is verified only when fetched)."""
-        return self.paths(kind, spec)[0].exists()
-
     def fetch(self, kind: str, spec: dict, make: Callable[[], tuple[dict, dict]], *,
               map_location="cpu", device="cpu") -> Entry:
         """Load the entry for ``spec``, or build it with ``make() -> (payload, metrics)`` and keep it."""
