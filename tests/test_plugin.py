@@ -151,3 +151,62 @@ def test_a_nan_model_in_a_claim_fails_in_one_line_without_a_traceback(project):
     out = result.stdout.str()
     assert "test_nan.py::test_nan[fashion_mnist]: NonFiniteLogits: the model produced NaN/inf logits" in out
     assert "Traceback" not in out and "check_finite_logits(" not in out
+
+
+UNMEASURABLE = textwrap.dedent('''
+    import numpy as np
+    import pytest
+    from advclaims import stats
+    from advclaims.plugin import on_datasets
+
+    @pytest.fixture
+    def dataset(request):
+        return request.param
+
+    @pytest.fixture
+    def boundary_points(dataset):
+        if dataset == "cifar100":  # the data allow no measurement before the test body runs
+            raise stats.Unmeasurable("class 0: DeepFool reached the boundary from 0 of 400 images")
+        return np.ones(0)
+
+    @pytest.mark.claim("LP-7")
+    @on_datasets("fashion_mnist", "cifar100")
+    def test_group(dataset, boundary_points, check):
+        check(stats.mean(boundary_points))  # an empty group: no interval
+''')
+
+
+def test_an_unmeasurable_statistic_is_an_inconclusive_verdict_in_one_line_not_a_traceback(project, tmp_path):
+    project.makepyfile(test_unmeasurable=UNMEASURABLE)
+    result = project.runpytest("test_unmeasurable.py", "--repro-report", str(tmp_path / "r"))
+    result.assert_outcomes(failed=1, errors=1)  # expected/ says reproduced: an inconclusive verdict is a failure
+    out = result.stdout.str()
+    assert "verdict inconclusive, expected/local_properties.toml expects reproduced" in out
+    assert "not measurable: a sample of 0 values: an interval needs at least 2" in out
+    assert "not measurable: class 0: DeepFool reached the boundary from 0 of 400 images" in out
+    assert "Traceback" not in out and "_as_arrays" not in out
+    records = {c["dataset"]: c for c in json.loads((tmp_path / "r" / "report.json").read_text())["claims"]}
+    assert set(records) == {"fashion_mnist", "cifar100"}
+    assert all(r["verdict"] == "inconclusive" and r["unmeasurable"] for r in records.values())
+
+
+def test_an_unmeasurable_instance_expected_inconclusive_is_a_known_finding(project):
+    (project.path / "expected" / "local_properties.toml").write_text(EXPECTED + textwrap.dedent('''
+        [claims.LP-7.expect."*.smoke"]
+        verdict = "inconclusive"
+        reason = "too few images at smoke"
+    '''))
+    project.makepyfile(test_unmeasurable=UNMEASURABLE)
+    project.runpytest("test_unmeasurable.py").assert_outcomes(xfailed=2)
+
+
+def test_verdicts_on_proxy_data_are_recorded_but_never_held_against_expected(project, tmp_path):
+    from advclaims import data
+    root = tmp_path / "data"
+    (root / data.FOLDERS["cifar10"]).mkdir(parents=True)
+    (root / data.FOLDERS["cifar10"] / data.PROXY_MARKER).write_text('{"proxy_of": "cifar10"}')
+    project.makepyfile(test_claims=CLAIMS.replace("measured(1.0)", "measured(-1.0)"))  # contradicted everywhere
+    result = project.runpytest("-k", "holds", f"--repro-data-root={root}", f"--repro-report={tmp_path / 'r'}")
+    result.assert_outcomes(passed=1, failed=1)  # fashion_mnist is real data: held against expected/
+    outcomes = {c["dataset"]: c["outcome"] for c in json.loads((tmp_path / "r" / "report.json").read_text())["claims"]}
+    assert outcomes == {"cifar10": "proxy data", "fashion_mnist": "failed"}

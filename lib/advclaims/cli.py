@@ -25,6 +25,7 @@ from . import report as report_mod
 def _train(args) -> int:
     from .pipeline import Pipeline
     from .store import Store
+    from .health import ModelUnhealthy
     from .training import TrainingDiverged
 
     device = distributed.setup(args.device)  # under torchrun: join the group, take GPU LOCAL_RANK
@@ -35,7 +36,7 @@ def _train(args) -> int:
                         download=args.download, progress=lead,
                         accel=accel_mod.resolve(device, args.precision, compile_))
         trained = pipe.model(args.role, args.dataset, arch=args.arch, weight_decay=args.weight_decay, seed=args.seed)
-    except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, TrainingDiverged) as err:
+    except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, TrainingDiverged, ModelUnhealthy) as err:
         print(f"advclaims train: {err}", file=sys.stderr)
         return 2
     finally:

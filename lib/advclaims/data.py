@@ -12,6 +12,7 @@ Images are kept as uint8 (N, C, H, W) and turned into floats in [0, 1] batch by 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import zlib
@@ -81,6 +82,26 @@ DATASETS: dict[str, DatasetInfo] = {
         "put the ImageNet train/ and val/ class folders (ImageFolder layout) under {root}/imagenet",
     ),
 }
+
+
+# the folder under the data root that holds each dataset's files
+FOLDERS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "cifar-10-batches-py",
+           "cifar100": "cifar-100-python", "svhn": "svhn", "tiny_imagenet": "tiny-imagenet-200", "imagenet": "imagenet"}
+PROXY_MARKER = "advclaims-proxy.json"  # written by advclaims.proxy beside a proxy dataset's files
+
+
+def proxy_marker(name: str, root: str | Path) -> dict | None:
+    """The proxy description of dataset ``name`` under ``root`` when its files are a proxy
+    (advclaims.proxy: other content in the dataset's layout), else None."""
+    path = Path(root).expanduser() / FOLDERS[info(name).name] / PROXY_MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetCorrupt(f"{path} is not the JSON proxy marker advclaims writes ({err}); remove it if the "
+                             f"files beside it are the real {name}") from None
+    return marker if isinstance(marker, dict) else {"proxy_of": name}
 
 
 def info(name: str) -> DatasetInfo:

@@ -6,7 +6,6 @@ from typing import Callable
 
 import torch
 
-from .attacks import pgd
 from .attacks._common import check_finite_logits
 
 
@@ -37,10 +36,3 @@ def attack_batched(attack: Callable, model: torch.nn.Module, x: torch.Tensor, y:
     """Run an attack over a large set in batches; keyword budgets go to the attack unchanged."""
     return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
                       for i in range(0, len(x), batch_size)])
-
-
-def robust_accuracy(model, x, y, *, eps: float, alpha: float, steps: int, seed: int = 0, batch_size: int = 500) -> float:
-    g = torch.Generator().manual_seed(seed)
-    x_adv = attack_batched(pgd, model, x, y, batch_size=batch_size, eps=eps, alpha=alpha, steps=steps,
-                           random_start=True, generator=g)
-    return accuracy(model, x_adv, y)

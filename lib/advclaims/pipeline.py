@@ -16,11 +16,12 @@ from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import distributed
+from . import health as health_mod
 from . import models as models_mod
 from .attacks import fgsm, pgd
 from .evaluation import attack_batched
 from .store import Entry, Store
-from .training import Recipe, evaluate_model, train
+from .training import Recipe, train
 
 PIPELINE_VERSION = 2  # bump when attack parameters or data subsets change meaning: cached sets rebuild
 
@@ -50,6 +51,7 @@ class TrainedModel:
     key: str
     metrics: dict
     trained_now: bool
+    health: health_mod.Health | None = None   # the health gate's verdict (None: not assessed)
 
 
 @dataclass
@@ -75,7 +77,7 @@ def attack_params(name: str, eps: float) -> dict:
 class Pipeline:
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
-                 accel: accel_mod.Accel | None = None):
+                 accel: accel_mod.Accel | None = None, enforce_health: bool = True):
         self.budget = budgets_mod.get(budget)
         self.store = store or Store()
         self.data_root = Path(data_root).expanduser() if data_root else data_mod.default_root()
@@ -85,6 +87,8 @@ class Pipeline:
             raise ValueError(f"accel settings are for {self.accel.device}, the pipeline runs on {self.device}")
         self.download = download
         self.progress = progress
+        self.enforce_health = enforce_health  # False (preflight): the gate's verdict is reported, not enforced
+        self._refused: dict[str, str] = {}     # store key -> the health gate's one line
         self._datasets: dict[str, DatasetBundle] = {}
         self._models: dict[str, TrainedModel] = {}
         self._sets: dict[str, AdversarialSet] = {}
@@ -120,6 +124,8 @@ class Pipeline:
         key = key_of(spec)
         if key in self._models:
             return self._models[key]
+        if key in self._refused:
+            raise health_mod.ModelUnhealthy(self._refused[key])
         meta = data_mod.info(dataset)
         label = label or role.upper()
 
@@ -138,15 +144,23 @@ class Pipeline:
                             resume=self.store.resume_path("models", spec))
             if distributed.world()[0] != 0:
                 return None  # torchrun: rank 0 evaluates and stores, the others only trained with it
+            evaluation = bundle.test.head(health_mod.EVAL_IMAGES)
             with self.accel.autocast():
-                metrics.update(evaluate_model(net, bundle.test, eps=meta.eps, n=1000))
+                metrics.update(health_mod.measure(net, evaluation.images(), evaluation.y, eps=meta.eps,
+                                                  adversarial=role == "adv", batch_size=self.budget.eval_batch))
             return {k: v.cpu() for k, v in net.state_dict().items()}, metrics
 
         entry = self._fetch_model(spec, make)
         net = build()
         net.load_state_dict(entry.payload)
         net.eval()
-        trained = TrainedModel(label, net, spec, entry.path.stem, entry.provenance["metrics"], entry.made)
+        verdict = health_mod.assess(entry.provenance["metrics"], num_classes=meta.num_classes,
+                                    budget=self.budget.name, adversarial=role == "adv")
+        trained = TrainedModel(label, net, spec, entry.path.stem, entry.provenance["metrics"], entry.made, verdict)
+        if not verdict.healthy and self.enforce_health:
+            self._refused[key] = health_mod.refusal(f"{label} ({arch} on {dataset}, store key {key})", verdict,
+                                                    recipe=spec["recipe"], path=entry.path, budget=self.budget.name)
+            raise health_mod.ModelUnhealthy(self._refused[key])
         self._models[key] = trained
         return trained
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import sys
@@ -27,9 +28,10 @@ from . import data as data_mod
 from . import expected as expected_mod
 from . import report as report_mod
 from .attacks._common import NonFiniteLogits
+from .health import ModelUnhealthy
 from .measurement import Measurement
 from .pipeline import Pipeline
-from .stats import Verdict, combine, verdict
+from .stats import Unmeasurable, Verdict, combine, verdict
 from .store import Store
 from .training import TrainingDiverged
 
@@ -312,52 +314,114 @@ def pytest_runtest_setup(item):
     item.stash[STARTED] = time.perf_counter()
 
 
-@pytest.fixture
-def check(request, pipeline):
-    """Turn a Measurement into the verdict, record it, and pass / xfail / fail the test."""
-    marker = request.node.get_closest_marker("claim")
+def _instance(item) -> tuple[expected_mod.ClaimSpec, str, str, tuple[str, ...]]:
+    """The claim spec, dataset, variant id and other parameters of a claim test item."""
+    marker = item.get_closest_marker("claim")
     if marker is None:
-        raise pytest.UsageError(f"{request.node.nodeid} uses `check` but has no @pytest.mark.claim(\"ID\")")
-    spec: expected_mod.ClaimSpec = request.config.stash[CATALOGUE][marker.args[0]]
-    callspec = getattr(request.node, "callspec", None)
+        raise pytest.UsageError(f"{item.nodeid} uses `check` but has no @pytest.mark.claim(\"ID\")")
+    spec: expected_mod.ClaimSpec = item.config.stash[CATALOGUE][marker.args[0]]
+    callspec = getattr(item, "callspec", None)
     dataset = callspec.params.get("dataset") if callspec else None
     if dataset is None:
-        raise pytest.UsageError(f"{request.node.nodeid}: a claim test must be parametrised over datasets (on_datasets)")
-    budget = pipeline.budget.name
+        raise pytest.UsageError(f"{item.nodeid}: a claim test must be parametrised over datasets (on_datasets)")
     variant = callspec.id  # every parameter of the instance, e.g. "cifar10" or "cifar10-vgg16"
     others = tuple(str(v) for k, v in sorted(callspec.params.items()) if k != "dataset")
     others += tuple(p for p in variant.split("-") if p != dataset and p not in others)
+    return spec, dataset, variant, others
+
+
+def _proxy(config, dataset: str) -> dict | None:
+    """The proxy marker of ``dataset`` under the session's data root (advclaims.proxy), or None."""
+    root = config.getoption("--repro-data-root")
+    try:
+        return data_mod.proxy_marker(dataset, Path(root).expanduser() if root else data_mod.default_root())
+    except data_mod.DatasetCorrupt:
+        return None
+
+
+def _outcome(item, record: dict, expectation: expected_mod.Expectation) -> str:
+    """passed, known finding, failed, or "proxy data" (no expected verdict is held against a proxy)."""
+    if record.get("proxy"):
+        return "proxy data"
+    outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
+    if record["verdict"] == expectation.verdict.value and not outside:
+        return "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
+    return "failed"
+
+
+def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) -> list[str]:
+    lines = [f"{spec.id} on {variant} at the {budget} budget: verdict {record['verdict']}, "
+             f"expected/{spec.paper}.toml expects {record['expected']}."]
+    if record.get("unmeasurable"):
+        lines.append(f"  not measurable: {record['unmeasurable']}")
+    lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
+              f"{c['verdict']}" for c in record["checks"] if c.get("value") is not None]
+    lines += [f"  paper value {v['statistic']}: measured {v['measured']:.4g}, paper {v['paper']} ± {v['tolerance']}"
+              for v in record["values"] if record["paper_setting"] and v["within"] is False]
+    lines.append(f"If this is a real change, record it under [claims.{spec.id}.expect.\"{dataset}.{budget}\"] "
+                 f"with its reason.")
+    return lines
+
+
+def _record(item, measurement: Measurement | None, unmeasurable: str | None = None) -> tuple[dict, str]:
+    """The report record of a claim instance (from its Measurement, or from the reason it could not be
+    measured) and its outcome; the record travels to the controller in the item's user properties."""
+    spec, dataset, variant, others = _instance(item)
+    budget = item.config.getoption("--repro-budget")
+    seeds = budgets_mod.get(budget).seeds
+    if measurement is not None:
+        record = _evaluate(spec, measurement, dataset, budget, seeds, others)
+    else:
+        record = _unmeasured(spec, unmeasurable, dataset, budget, seeds, others)
+    proxy = _proxy(item.config, dataset)
+    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy,
+                   "wall_seconds": time.perf_counter() - item.stash.get(STARTED, time.perf_counter())})
+    record["outcome"] = _outcome(item, record, spec.expectation(dataset, budget, others))
+    return record, _failure_lines(spec, record, variant, dataset, budget)
+
+
+def _publish(item, report, record: dict) -> None:
+    prop = (PROPERTY, json.dumps(record, default=str))
+    item.user_properties.append(prop)
+    if report is not None and prop not in report.user_properties:
+        report.user_properties.append(prop)
+
+
+@pytest.fixture
+def check(request, pipeline):
+    """Turn a Measurement into the verdict, record it, and pass / xfail / fail the test."""
+    _instance(request.node)  # a misused check is a usage error before any work
 
     def _check(measurement: Measurement) -> dict:
         request.node.stash[CHECKED] = True
-        record = _evaluate(spec, measurement, dataset, budget, pipeline.budget.seeds, others)
-        record["variant"] = variant
-        record["wall_seconds"] = time.perf_counter() - request.node.stash.get(STARTED, time.perf_counter())
-        record["nodeid"] = request.node.nodeid
-        report_dir = request.config.getoption("--repro-report")
-        _draw(record, measurement, report_dir)
-        expectation = spec.expectation(dataset, budget, others)
-        outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
-        if record["verdict"] == expectation.verdict.value and not outside:
-            record["outcome"] = "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
-        else:
-            record["outcome"] = "failed"
-        request.node.user_properties.append((PROPERTY, json.dumps(record, default=str)))
+        record, failure = _record(request.node, measurement)
+        _draw(record, measurement, request.config.getoption("--repro-report"))
+        _publish(request.node, None, record)
         if record["outcome"] == "known finding":
-            pytest.xfail(f"known finding ({spec.id} {record['verdict']} on {dataset}/{budget}): {expectation.reason}")
+            pytest.xfail(f"known finding ({record['claim']} {record['verdict']} on {record['dataset']}/"
+                         f"{record['budget']}): {record['expected_reason']}")
         if record["outcome"] == "failed":
-            lines = [f"{spec.id} on {variant} at the {budget} budget: verdict {record['verdict']}, "
-                     f"expected/{spec.paper}.toml expects {expectation.verdict.value}."]
-            lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
-                      f"{c['verdict']}" for c in record["checks"]]
-            lines += [f"  paper value {v['statistic']}: measured {v['measured']:.4g}, paper {v['paper']} "
-                      f"± {v['tolerance']}" for v in outside]
-            lines.append(f"If this is a real change, record it under [claims.{spec.id}.expect.\"{dataset}.{budget}\"] "
-                         f"with its reason.")
-            pytest.fail("\n".join(lines), pytrace=False)
+            pytest.fail("\n".join(failure), pytrace=False)
         return record
 
     return _check
+
+
+def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget: str, seeds,
+                variants: tuple[str, ...]) -> dict:
+    """The record of an instance whose data do not allow its statistics: inconclusive, with the reason."""
+    expectation = spec.expectation(dataset, budget, variants)
+    checks = [{"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
+               "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance, "value": None, "low": None,
+               "high": None, "n": 0, "verdict": Verdict.INCONCLUSIVE.value} for c in spec.checks]
+    return {
+        "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
+        "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": 0, "verdict": Verdict.INCONCLUSIVE.value,
+        "expected": expectation.verdict.value, "expected_reason": expectation.reason, "checks": checks,
+        "values": [], "paper_setting": spec.in_paper_setting(dataset, budget), "tables": {}, "tests": [],
+        "notes": [f"not measurable: {reason}"], "unmeasurable": reason, "protocol_note": spec.protocol_note,
+        "figures": [], "figure_errors": [],
+    }
 
 
 def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds,
@@ -368,7 +432,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
             raise KeyError(f"{spec.id}: the analysis measured {sorted(m.statistics)} but expected/{spec.paper}.toml "
                            f"checks {c.statistic!r}")
         est = m.statistics[c.statistic]
-        if not est.finite:
+        if not math.isfinite(est.value):
             raise ValueError(f"{spec.id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
                              f"is broken (diverged training?)")
         checks.append({"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
@@ -407,16 +471,36 @@ def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
 
 
 # errors whose message already says what happened and what to do: shown as one line, no traceback
-_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, data_mod.DatasetCorrupt, data_mod.DatasetMissing)
+_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, ModelUnhealthy, data_mod.DatasetCorrupt, data_mod.DatasetMissing)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(_USER_ERRORS):
+    if (report.failed and call.excinfo is not None and call.excinfo.errisinstance(Unmeasurable)
+            and item.get_closest_marker("claim") is not None and call.when in ("setup", "call")):
+        _unmeasurable_report(item, report, str(call.excinfo.value))
+    elif report.failed and call.excinfo is not None and call.excinfo.errisinstance(_USER_ERRORS):
         err = call.excinfo.value
         report.longrepr = f"{item.nodeid}: {type(err).__name__}: {err}"
     return report
+
+
+def _unmeasurable_report(item, report, reason: str) -> None:
+    """A claim whose data do not allow its statistics is inconclusive with that reason: recorded like any
+    verdict, and the test passes, xfails or fails by expected/ as a measured one would."""
+    item.stash[CHECKED] = True
+    record, failure = _record(item, None, reason)
+    _publish(item, report, record)
+    if record["outcome"] == "failed":
+        report.longrepr = "\n".join(failure)
+    elif record["outcome"] == "known finding":
+        report.outcome, report.wasxfail = "skipped", f"known finding ({record['claim']} inconclusive): {reason}"
+    elif report.when == "call":
+        report.outcome, report.longrepr = "passed", None
+    else:  # setup could not finish, so the test body cannot run: shown as a skip that carries the reason
+        report.outcome, report.longrepr = "skipped", (str(item.path), item.location[1] or 0,
+                                                      f"{record['outcome']}: not measurable: {reason}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -433,21 +517,22 @@ def pytest_runtest_call(item):
 
 
 def pytest_runtest_logreport(report):
-    if report.when != "call":
-        return
+    # the record rides on the call report, or on the setup report of an instance whose setup found it
+    # unmeasurable; the teardown report repeats the item's properties: one record per node id
     for name, value in report.user_properties:
         if name == PROPERTY:
-            _session_records.append(json.loads(value))
+            record = json.loads(value)
+            _session_records[record["nodeid"]] = record
 
 
-_session_records: list[dict] = []
+_session_records: dict[str, dict] = {}
 
 
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist workers: the controller writes the report from forwarded records
-    records = list(_session_records)
+    records = list(_session_records.values())
     _session_records.clear()
     config.stash[RECORDS] = records
     if not records:

@@ -21,6 +21,11 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 
 
+class Unmeasurable(ValueError):
+    """The data do not allow the statistic (too few values, an empty group, no boundary points). The message
+    says which and why in one line; the claim instance is then inconclusive with that reason, not an error."""
+
+
 class Verdict(str, enum.Enum):
     REPRODUCED = "reproduced"
     CONTRADICTED = "contradicted"
@@ -62,8 +67,11 @@ def _as_arrays(samples) -> list[np.ndarray]:
     arrays = [np.asarray(getattr(s, "detach", lambda: s)().cpu().numpy() if hasattr(s, "cpu") else s, dtype=float)
               for s in samples]
     for a in arrays:
-        if a.ndim != 1 or len(a) < 2:
-            raise ValueError(f"bootstrap needs 1-D samples of at least 2 values, got shape {a.shape}")
+        if a.ndim != 1:
+            raise ValueError(f"bootstrap needs 1-D samples, got shape {a.shape}")
+        if len(a) < 2:
+            raise Unmeasurable(f"a sample of {len(a)} value{'s' * (len(a) != 1)}: an interval needs at least 2 "
+                               f"(an empty group or too few images at this budget)")
         if not np.all(np.isfinite(a)):
             raise ValueError("a sample holds NaN or inf; the measurement upstream is broken (diverged model?)")
     return arrays
@@ -94,8 +102,8 @@ def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, co
                                 method="percentile", random_state=np.random.default_rng(seed))
             low, high = res.confidence_interval
             method = "percentile"
-    if not (math.isfinite(low) and math.isfinite(high)):
-        low = high = value
+    # an interval the resamples cannot define (e.g. a ratio whose denominator is 0 in some resamples) stays
+    # undefined: the verdict rule then says inconclusive, never a zero-width, maximally certain interval
     return Estimate(value, float(low), float(high), len(arrays[0]), confidence, f"bootstrap {method}")
 
 
@@ -118,7 +126,7 @@ def ratio_of_means(a, b, *, paired: bool = True, **kw) -> Estimate:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.mean(x, axis=axis) / np.mean(y, axis=axis)
     if np.mean(_as_arrays([b])[0]) == 0:
-        raise ValueError("ratio of means with a zero denominator: the second sample is all zeros")
+        raise Unmeasurable("a ratio of means whose denominator sample is all zeros")
     return bootstrap(ratio, a, b, paired=paired, **kw)
 
 

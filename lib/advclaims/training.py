@@ -21,9 +21,9 @@ from . import data as data_mod
 from . import distributed
 from .atomic import atomic_write
 from .attacks import pgd
-from .evaluation import accuracy, robust_accuracy
+from .health import loss_window
 
-RECIPE_VERSION = 2  # bump when the training loop changes what a recipe produces: stored models retrain
+RECIPE_VERSION = 3  # bump when the training loop changes what a recipe produces: stored models retrain
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the message names the epoch and the recipe to change."""
 
 
-RESUME_FORMAT = 1  # layout of the per-epoch resume state; a state of another layout is ignored
+RESUME_FORMAT = 2  # layout of the per-epoch resume state; a state of another layout is ignored
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -128,7 +128,7 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
     total = recipe.epochs * steps_per_epoch
     identity = {"recipe": recipe.as_dict(), "seed": seed, "world": world, "precision": accel.precision,
                 "images": len(split), "format": RESUME_FORMAT}
-    step, first_epoch, history, spent = 0, 0, [], 0.0
+    step, first_epoch, history, spent, losses = 0, 0, [], 0.0, []
     state = _load_resume(resume, identity, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -136,6 +136,7 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
         g.set_state(state["generator"])
         _set_rng_state(state["rng"], device)
         step, first_epoch, history, spent = state["step"], state["epoch"], list(state["history"]), state["seconds"]
+        losses = list(state.get("losses", []))
     fast = accel_mod.fast_forward(model, accel)  # the attack's forward too: 10 of PGD-10 AT's 11 passes
     net = fast
     if world > 1:
@@ -179,7 +180,8 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
             loss.backward()
             opt.step()
             step += 1
-            loss_sum += loss.item() * len(y)
+            losses.append(loss.item())
+            loss_sum += losses[-1] * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen})
@@ -188,18 +190,10 @@ def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed
             seconds = spent + time.perf_counter() - start
             payload = {"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
                        "generator": g.get_state(), "rng": _rng_state(device), "epoch": epoch + 1, "step": step,
-                       "history": history, "seconds": seconds}
+                       "history": history, "seconds": seconds, "losses": losses}
             atomic_write(resume, lambda tmp: torch.save(payload, tmp))
     model.eval()
+    first, last = loss_window(losses)
     return {"history": history, "train_seconds": spent + time.perf_counter() - start, "steps": step,
-            "resumed_from_epoch": first_epoch, "world_size": world, "precision": accel.precision}
-
-
-def evaluate_model(model: torch.nn.Module, test: data_mod.Split, *, eps: float, steps: int = 20,
-                   n: int | None = 1000, seed: int = 0) -> dict:
-    """Clean and PGD accuracy on the first ``n`` test images, recorded with every checkpoint."""
-    part = test.head(n)
-    x, y = part.images(), part.y
-    clean = accuracy(model, x, y)
-    robust = robust_accuracy(model, x, y, eps=eps, alpha=eps / 8, steps=steps, seed=seed)
-    return {"clean_accuracy": clean, f"pgd{steps}_accuracy": robust, "eval_images": len(y), "eval_eps": eps}
+            "resumed_from_epoch": first_epoch, "world_size": world, "precision": accel.precision,
+            "loss_first_steps": first, "loss_last_steps": last}

@@ -16,10 +16,12 @@ Sign: the authors differentiate F_ĉ - F_c. We differentiate the target's margin
 positive curvature means what the paper's text says it means (Sec. 4, Fig. 2): moving along +-v pushes
 images into c. The eigenvectors are the same; only the order is reversed.
 
-Eigendecomposition: dense when D <= ``dense_limit`` (the operator applied to a seeded random orthonormal
-basis, spreading each probe over the image as the authors' Lanczos vectors are, then ``eigh`` of its
-symmetric part); otherwise Lanczos (``scipy.sparse.linalg.eigsh``) for the k most positive and k most
-negative curvatures, the rest of the space (the flattest directions, unordered) as their complement.
+Eigendecomposition, always of the operator's symmetric part: dense when D <= ``dense_limit`` (the operator
+applied to a seeded random orthonormal basis, spreading each probe over the image as the authors' Lanczos
+vectors are, then ``eigh`` of its symmetric part); otherwise block Lanczos with Rayleigh-Ritz on the symmetric
+part of the operator restricted to a Krylov basis (``_block_lanczos``), for the k most positive and k most
+negative curvatures; the uncomputed rest of the space is ranked among the flat directions by the measured
+curvature of random directions inside it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse.linalg
 import torch
 from torch import nn
 
@@ -39,7 +40,7 @@ from ..attacks.targeted_deepfool import targeted_deepfool
 from ..measurement import Measurement
 from . import curvature_figures as cfig
 
-CURVATURE_VERSION = 1  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
+CURVATURE_VERSION = 2  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
 STEP_BACK = 0.8        # the authors evaluate the Hessian at x + 0.8 r, just short of the boundary
 STEP_FACTOR = 10.0     # cdiff_adj_fac of the authors' code ("the value used in the experiments in the paper was 10")
 
@@ -183,17 +184,25 @@ class ClassCurvature:
     attacked: int
     seconds: float
     method: str
+    uncomputed_curvature: float = float("nan")  # block Lanczos: median curvature of random directions in the
+    #                                             uncomputed rest of the space (NaN entries of ``curvatures``)
+
+    _META = ("target", "points", "attacked", "seconds", "method", "uncomputed_curvature")
 
     def payload(self) -> dict:
         return {k: getattr(self, k) for k in ("curvatures", "directions", "asym_gram", "sym_gram", "hv_gram")}
 
     def meta(self) -> dict:
-        return {k: getattr(self, k) for k in ("target", "points", "attacked", "seconds", "method")}
+        return {k: getattr(self, k) for k in self._META}
 
     @classmethod
     def load(cls, payload: dict, meta: dict) -> "ClassCurvature":
         return cls(**{k: payload[k] for k in ("curvatures", "directions", "asym_gram", "sym_gram", "hv_gram")},
-                   **{k: meta[k] for k in ("target", "points", "attacked", "seconds", "method")})
+                   **{k: meta[k] for k in cls._META if k in meta})
+
+    def abs_curvatures(self) -> torch.Tensor:
+        """|curvature| of every direction; an uncomputed one has the measured one of the rest of the space."""
+        return self.curvatures.abs().nan_to_num(nan=abs(self.uncomputed_curvature))
 
 
 def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, h: float, settings: Settings,
@@ -202,7 +211,7 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     start = time.perf_counter()
     points, sources, attacked = boundary_points(model, candidates, target, points=settings.boundary_points)
     if len(points) < 2:
-        raise RuntimeError(f"class {target}: DeepFool reached the boundary from {len(points)} of {attacked} images; "
+        raise stats.Unmeasurable(f"class {target}: DeepFool reached the boundary from {len(points)} of {attacked} images; "
                            f"Algorithm 1 needs at least 2 points")
     op = CurvatureOperator(model, points, sources, target, h, batch=settings.batch)
     g = torch.Generator().manual_seed(seed * 1000 + target)
@@ -212,12 +221,12 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     hv_gram = hv @ hv.T
     if dims <= settings.dense_limit:
         curv, dirs, asym, sym = _dense(op, g)
-        method = "dense"
+        rest, method = float("nan"), "dense"
     else:
-        curv, dirs, asym, sym = _lanczos(op, g, settings.lanczos_k)
-        method = f"lanczos k={settings.lanczos_k}"
+        curv, dirs, asym, sym, rest = _block_lanczos(op, g, settings.lanczos_k)
+        method = f"block Lanczos k={settings.lanczos_k}"
     return ClassCurvature(target, curv, dirs, asym, sym, hv_gram, len(points), attacked,
-                          time.perf_counter() - start, method)
+                          time.perf_counter() - start, method, rest)
 
 
 def _dense(op: CurvatureOperator, g: torch.Generator):
@@ -233,31 +242,63 @@ def _dense(op: CurvatureOperator, g: torch.Generator):
     return values[order].float(), (basis @ vectors[:, order]).float(), asym_gram.float(), sym_gram.float()
 
 
-def _lanczos(op: CurvatureOperator, g: torch.Generator, k: int, probes: int = 16):
+def _apply(op: CurvatureOperator, basis: torch.Tensor) -> torch.Tensor:
+    """H q for the columns q of ``basis`` (D, b), as columns (D, b), in float64 on the CPU."""
+    return op(basis.T.to(op.points.dtype)).double().cpu().T
+
+
+def _orthonormalise(block: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The part of ``block``'s columns orthogonal to q's (twice, for stability), orthonormalised."""
+    for _ in range(2):
+        block = block - q @ (q.T @ block)
+    u, s, _ = torch.linalg.svd(block, full_matrices=False)
+    return u[:, s > 1e-10 * max(float(s[0]), 1e-300)] if len(s) else u
+
+
+def _block_lanczos(op: CurvatureOperator, g: torch.Generator, k: int, *, block: int = 16, probes: int = 16):
+    """Block Lanczos with Rayleigh-Ritz on the symmetric part, for D too large for the dense path.
+
+    The operator is not a symmetric matrix (a finite step on a ReLU net is not even linear), so it cannot
+    go to a symmetric eigensolver as it is (the authors' eigs assumes it is). Instead, as the dense path
+    does on a whole basis: a block Krylov basis Q (D, m) is grown by applying H to the newest block,
+    T = Q^T H Q is formed from those same products, and its symmetric part (T + T^T) / 2 is diagonalised.
+    The m Ritz values are the curvatures along their Ritz vectors (u^T H u, measured); with m = 4k the k
+    at each end converge. The rest of the space (D - m directions) is left uncomputed (NaN), placed in the
+    order at the median Rayleigh quotient of ``probes`` random directions inside it, and ranked among the
+    flat directions by that measured |curvature|, never by position.
+    """
     dims = op.dims
-    k = min(k, (dims - 1) // 2)
-    linop = scipy.sparse.linalg.LinearOperator(
-        (dims, dims), dtype=np.float64,
-        matvec=lambda v: op(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).view(1, -1))[0]
-        .double().cpu().numpy())
-    rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=g)))
-    top_val, top_vec = scipy.sparse.linalg.eigsh(linop, k=k, which="LA", v0=rng.standard_normal(dims))
-    low_val, low_vec = scipy.sparse.linalg.eigsh(linop, k=k, which="SA", v0=rng.standard_normal(dims))
-    # the raw operator is not exactly symmetric, so the two ends' vectors are orthonormalised together (in order)
-    computed = np.linalg.qr(np.concatenate([top_vec[:, ::-1], low_vec[:, ::-1]], axis=1))[0]
-    flat = scipy.linalg.null_space(computed.T)                 # the rest of the space: the flattest directions
-    values = np.concatenate([top_val[::-1], np.full(flat.shape[1], np.nan), low_val[::-1]])
-    vectors = np.concatenate([computed[:, :k], flat, computed[:, k:]], axis=1)
+    m = min(dims - 1, 4 * k)
+    block = max(1, min(block, m // 8))   # at least 8 Krylov steps: depth is what makes the ends converge
+    q = _orthonormalise(torch.randn(dims, block, generator=g, dtype=torch.float64),
+                        torch.zeros(dims, 0, dtype=torch.float64))
+    hq = _apply(op, q)
+    while q.shape[1] < m:
+        new = _orthonormalise(hq[:, -block:], q)[:, :m - q.shape[1]]
+        if new.shape[1] == 0:  # the Krylov space is invariant: restart it from a random block
+            new = _orthonormalise(torch.randn(dims, min(block, m - q.shape[1]), generator=g, dtype=torch.float64), q)
+        q, hq = torch.cat([q, new], 1), torch.cat([hq, _apply(op, new)], 1)
+    t = q.T @ hq
+    values, vectors = torch.linalg.eigh((t + t.T) / 2)
+    order = values.argsort(descending=True)
+    values, ritz = values[order], q @ vectors[:, order]
+    rest = torch.from_numpy(scipy.linalg.null_space(q.T.numpy()))           # (D, D - m), orthonormal
+    r = torch.randn(rest.shape[1], probes, generator=g, dtype=torch.float64)
+    r = rest @ (r / r.norm(dim=0, keepdim=True))                             # unit probes inside the rest
+    quotients = (r * _apply(op, r)).sum(0)
+    inside = float(quotients.median())
+    at = int((values > inside).sum())                                        # the rest sits where its curvature does
+    curv = torch.cat([values[:at], torch.full((rest.shape[1],), float("nan"), dtype=torch.float64), values[at:]])
+    dirs = torch.cat([ritz[:, :at], rest, ritz[:, at:]], 1)
     # asymmetry of the raw operator from random probe pairs: <u, H v> - <v, H u> against <u, H v> + <v, H u>
     uv = torch.randn(2 * probes, dims, generator=g, dtype=torch.float64).float()
     uv = uv / uv.norm(dim=1, keepdim=True)
-    h_uv = op.per_point(uv).cpu()                             # (N, 2P, D)
+    h_uv = op.per_point(uv).cpu()                                            # (N, 2P, D)
     u, v = uv[:probes], uv[probes:]
-    uhv = (h_uv[:, probes:] * u).sum(-1)                      # (N, P)
+    uhv = (h_uv[:, probes:] * u).sum(-1)                                     # (N, P)
     vhu = (h_uv[:, :probes] * v).sum(-1)
     anti, sym = uhv - vhu, uhv + vhu
-    return (torch.from_numpy(values).float(), torch.from_numpy(np.ascontiguousarray(vectors)).float(),
-            (anti @ anti.T).float(), (sym @ sym.T).float())
+    return curv.float(), dirs.float(), (anti @ anti.T).float(), (sym @ sym.T).float(), inside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +360,8 @@ class PrincipalCurvatures:
             return cc.directions
         if which == "negative":
             return cc.directions.flip(1)
-        if which == "flat":
-            return cc.directions[:, torch.nan_to_num(cc.curvatures.abs(), nan=-1.0).argsort(stable=True)]
+        if which == "flat":  # smallest measured |curvature| first (the uncomputed rest ranks by its own)
+            return cc.directions[:, cc.abs_curvatures().argsort(stable=True)]
         raise ValueError(f"unknown direction kind {which!r}: use positive, negative or flat")
 
 
@@ -336,7 +377,7 @@ def principal_curvature_properties(curv: PrincipalCurvatures) -> Measurement:
         hv.append(gram_norm(cc.hv_gram))
         rows.append({"class": cc.target, "boundary_points": cc.points, "attacked": cc.attacked,
                      "most_positive": float(k[0]), "most_negative": float(k[-1]),
-                     "flattest": float(cc.curvatures.abs().nan_to_num(nan=0.0).min()),
+                     "flattest": float(cc.abs_curvatures().min()),
                      "relative_asymmetry": asym[-1].value, "asym_ci": [asym[-1].low, asym[-1].high],
                      "hv_norm": hv[-1].value, "hv_ci": [hv[-1].low, hv[-1].high],
                      "seconds": round(cc.seconds, 2), "method": cc.method})

@@ -82,6 +82,10 @@ def downsampling_defence(setup: Setup, transferred) -> Measurement:
     xs, ds, oks = x[:confined_images], delta[:confined_images], delta_success[:confined_images]
     confined = confined_deepfool(net, xs, svd.hi(k).to(x))
     both = (confined.success & oks).cpu()
+    if int(both.sum()) < 2:
+        raise stats.Unmeasurable(f"confined DeepFool fooled the defended net on {int(confined.success.sum())} of "
+                                 f"{len(xs)} images, {int(both.sum())} of them also fooled by the original DeepFool; "
+                                 f"the norm ratio needs at least 2")
     conf_norm = confined.perturbation.flatten(1).norm(dim=1).cpu().numpy()[both.numpy()]
     orig_norm = ds.flatten(1).norm(dim=1).cpu().numpy()[both.numpy()]
     f_levels = np.array(SCALES, dtype=float)

@@ -97,7 +97,7 @@ def class_means(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> to
     onehot = torch.nn.functional.one_hot(y.to(features.device), num_classes).to(features.dtype)
     counts = onehot.sum(0)
     if (counts == 0).any():
-        raise ValueError(f"classes {torch.nonzero(counts == 0).flatten().tolist()} have no images: no mean")
+        raise stats.Unmeasurable(f"classes {torch.nonzero(counts == 0).flatten().tolist()} have no images: no class mean")
     return (onehot.T @ features) / counts[:, None]
 
 
@@ -113,7 +113,7 @@ def split_halves(y: torch.Tensor, num_classes: int, *, seed: int = 0) -> torch.T
     for c in range(num_classes):
         idx = torch.nonzero(y == c).flatten()
         if len(idx) < 2:
-            raise ValueError(f"class {c} has {len(idx)} images; a split-half mean needs at least 2")
+            raise stats.Unmeasurable(f"class {c} has {len(idx)} test images; a split-half mean needs at least 2")
         idx = idx[torch.randperm(len(idx), generator=g)]
         half[idx[: len(idx) // 2]] = 0
         half[idx[len(idx) // 2:]] = 1
@@ -200,7 +200,7 @@ def _succeeded(model: TrainedModel, tset: TargetedSet, batch_size: int) -> tuple
     counts = {"images": len(tset.y), "clean_correct": int(clean_ok.sum()), "targeted_success": int(hit.sum()),
               "analysed": int(keep.sum())}
     if counts["analysed"] < 2:
-        raise ValueError(f"targeted PGD succeeded on {counts['analysed']} correctly classified images; "
+        raise stats.Unmeasurable(f"targeted PGD succeeded on {counts['analysed']} correctly classified images; "
                          f"the analysis needs at least 2 ({counts})")
     return keep, counts
 

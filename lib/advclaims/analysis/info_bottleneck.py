@@ -153,7 +153,7 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
         success = preds["int"] != suite.y
         n = int(success.sum())
         if n < 2:
-            raise ValueError(f"IB-3: only {n} successful {a} examples on {suite.model.label}; the agreement needs "
+            raise stats.Unmeasurable(f"IB-3: only {n} successful {a} examples on {suite.model.label}; the agreement needs "
                              "at least 2 (a stronger attack budget or more test images)")
         agree_nr = _np(preds["non_robust"][success] == preds["int"][success])
         agree_r = _np(preds["robust"][success] == preds["int"][success])

@@ -125,7 +125,7 @@ def outcome_groups(model: TrainedModel, s: AdversarialSet) -> tuple[np.ndarray, 
     success, failed = (clean & ~after).cpu().numpy(), (clean & after).cpu().numpy()
     for name, mask in (("successful", success), ("failed", failed)):
         if mask.sum() < MIN_GROUP:
-            raise ValueError(f"{s.attack} on {model.label}: only {int(mask.sum())} {name} attacks among "
+            raise stats.Unmeasurable(f"{s.attack} on {model.label}: only {int(mask.sum())} {name} attacks among "
                              f"{int(clean.sum())} correctly classified images; a ratio of group means needs "
                              f"{MIN_GROUP}: measure on more images (a larger budget)")
     return success, failed
