@@ -210,3 +210,101 @@ def test_verdicts_on_proxy_data_are_recorded_but_never_held_against_expected(pro
     result.assert_outcomes(passed=1, failed=1)  # fashion_mnist is real data: held against expected/
     outcomes = {c["dataset"]: c["outcome"] for c in json.loads((tmp_path / "r" / "report.json").read_text())["claims"]}
     assert outcomes == {"cifar10": "proxy data", "fashion_mnist": "failed"}
+
+
+SEEDED = textwrap.dedent('''
+    import numpy as np
+    import pytest
+    from advclaims import stats
+    from advclaims.measurement import Measurement
+    from advclaims.plugin import on_datasets
+
+    RUNS = []
+
+    @pytest.fixture
+    def dataset(request):
+        return request.param
+
+    @pytest.fixture
+    def model(dataset, repro_seed):
+        RUNS.append(repro_seed)
+        return {"shift": 1.0 + 0.5 * repro_seed}   # training seeds disagree: a between-seed variance
+
+    @pytest.mark.claim("LP-7")
+    @on_datasets("fashion_mnist")
+    def test_seeded(dataset, model, check):
+        a = np.random.default_rng(0).normal(model["shift"], 0.1, 200)
+        check(Measurement(statistics={"diff": stats.mean(a)}, n=200))
+
+    @pytest.mark.claim("LP-8")
+    @on_datasets("fashion_mnist")
+    def test_seedless(dataset, check):
+        check(Measurement(statistics={"diff": stats.mean(np.random.default_rng(0).normal(-1, 0.1, 200))}, n=200))
+
+    def test_runs():
+        assert RUNS == [0, 1, 2] or RUNS == [0], RUNS
+''')
+
+
+def test_training_seeds_pool_into_a_wider_interval_that_shows_each_seed(project, tmp_path):
+    project.makepyfile(test_seeded=SEEDED)
+    project.runpytest("test_seeded.py", "--repro-seeds=1", f"--repro-report={tmp_path / 'one'}").assert_outcomes(
+        passed=2, xfailed=1)
+    result = project.runpytest("test_seeded.py", "--repro-seeds=3", f"--repro-report={tmp_path / 'three'}")
+    result.assert_outcomes(passed=2, xfailed=1)
+    one, three = ({r["claim"]: r for r in json.loads((tmp_path / d / "report.json").read_text())["claims"]}
+                  for d in ("one", "three"))
+    c1, c3 = one["LP-7"]["checks"][0], three["LP-7"]["checks"][0]
+    assert [round(s["value"], 1) for s in c3["per_seed"]] == [1.0, 1.5, 2.0]
+    assert c3["value"] == pytest.approx(1.5, abs=0.02) and "hierarchical" in c3["method"]
+    assert (c3["high"] - c3["low"]) > 5 * (c1["high"] - c1["low"])      # the seeds' spread, not the images'
+    assert three["LP-7"]["seeds"] == [0, 1, 2] and "training seeds (3)" in three["LP-7"]["variance"]
+    assert "evaluation noise only" in one["LP-7"]["variance"]
+    assert "per_seed" not in three["LP-8"]["checks"][0]                  # nothing depends on the seed: one run
+    md = (tmp_path / "three" / "report.md").read_text()
+    assert "Intervals cover: training seeds (3)" in md
+    assert any(line.startswith("| `diff` |") and line.count("] ; ") + line.count("]; ") == 2 for line in md.splitlines())
+
+
+def test_a_bad_seed_count_is_a_usage_error(project):
+    result = project.runpytest("--repro-seeds=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--repro-seeds 0*"])
+
+
+PREFLIGHT = textwrap.dedent('''
+    import numpy as np
+    import pytest
+    from advclaims import stats
+    from advclaims.iterations import cap
+    from advclaims.measurement import Measurement
+    from advclaims.plugin import on_datasets
+
+    @pytest.fixture
+    def dataset(request):
+        return request.param
+
+    @pytest.mark.claim("LP-7")
+    @on_datasets("fashion_mnist", "cifar10")
+    def test_runs(dataset, pipeline, check):
+        assert cap(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == 100
+        assert "preflight" in str(pipeline.store.root) and not pipeline.enforce_health
+        if dataset == "cifar10":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        check(Measurement(statistics={"diff": stats.mean(np.random.default_rng(0).normal(-1, 0.1, 50))}, n=50))
+''')
+
+
+def test_preflight_reports_ran_or_error_time_and_memory_and_gives_no_verdict(project, tmp_path):
+    project.makepyfile(test_preflight=PREFLIGHT)
+    out = tmp_path / "r"
+    result = project.runpytest("test_preflight.py", "--repro-preflight", "--repro-budget=paper",
+                               f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
+    result.assert_outcomes(passed=1, failed=1)   # a contradicted verdict is not a failure here: none is given
+    result.stdout.fnmatch_lines(["*advclaims: preflight (no verdicts)*", "LP-7*cifar10*error*CUDA out of memory*",
+                                 "LP-7*fashion_mnist*ran*MiB*", "1 ran, 1 errors, 0 skipped*"])
+    assert not (out / "report.json").exists()
+    rows = {r["instance"]: r for r in json.loads((out / "preflight.json").read_text())["instances"]}
+    assert rows["fashion_mnist"]["outcome"] == "ran" and rows["cifar10"]["outcome"] == "error"
+    assert all(r["wall_seconds"] >= 0 and r["peak_memory_mib"] > 0 for r in rows.values())
+    assert "| LP-7 | fashion_mnist | ran |" in (out / "preflight.md").read_text()

@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .models import DEFAULT_WIDTH
 from .training import Recipe, paper_recipe
 
 NAMES = ("smoke", "fast", "paper")
+PREFLIGHT_TRAIN = 256   # training images in a preflight: two batches of the recipes' 128
+PREFLIGHT_TEST = 100    # evaluation images in a preflight: enough for groups of successful and failed attacks
 
 # smoke widths: the first stage's channels (ResNet: 8 instead of 64), chosen for 2-core CPUs
 _SMOKE_WIDTH = {"resnet18": 8, "preact_resnet18": 8, "vgg16_bn": 8, "wrn28_10": 1, "nin": 32, "lenet": 8}
@@ -25,11 +28,19 @@ class Budget:
     test_n: int | None                # test images each claim measures on (None: the whole test split)
     widths: dict = field(default_factory=dict)
     eval_batch: int = 500             # images per attack batch
-    seeds: tuple[int, ...] = (0,)     # training seeds; statistics pool over them
+    seeds: tuple[int, ...] = (0,)     # training seeds (--repro-seeds); statistics pool over them
+    preflight: bool = False           # --repro-preflight: this budget's shapes, schedules and samples cut
+
+    def for_preflight(self) -> "Budget":
+        """The same architectures, widths, batch sizes and analysis sizes, with the least data and schedule
+        that lets every step run: one epoch over two training batches, PREFLIGHT_TEST evaluation images,
+        every iteration count capped (advclaims.iterations). It gives no verdicts."""
+        return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, test_n=PREFLIGHT_TEST, seeds=self.seeds[:1],
+                                   preflight=True)
 
     def describe(self, eps_name: str = "eps") -> str:
         """One line per model role, for the session header (what --collect-only runs would train)."""
-        lines = [f"budget {self.name}: training images {self.train_subset or 'all'}, "
+        lines = [f"budget {self.name}{' (preflight: no verdicts)' if self.preflight else ''}: training images {self.train_subset or 'all'}, "
                  f"evaluation images {self.test_n or 'all'}, ResNet-18 width {self.width('resnet18')}"]
         for role in ("std", "adv"):
             r = self.recipe(role, 1.0)
@@ -62,13 +73,15 @@ class Budget:
                         alpha=eps / 2, attack_steps=2))
         if weight_decay != r.weight_decay:
             r = Recipe(**{**r.as_dict(), "weight_decay": weight_decay})
+        if self.preflight:
+            r = Recipe(**{**r.as_dict(), "epochs": 1})
         return r
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500),
-    "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000),
-    "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000),
+    "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500, seeds=(0, 1)),
+    "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2)),
+    "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2, 3, 4)),
 }
 
 

@@ -3,6 +3,7 @@
     advclaims train --role adv --dataset fashion_mnist --budget smoke
     torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
     advclaims datasets [--data-root DIR]
+    advclaims proxy-data DIR [--datasets cifar10 svhn ...] [--train N] [--test N]
     advclaims compare OLD.json NEW.json [--fail-on-flip]
 """
 
@@ -53,11 +54,26 @@ def _datasets(args) -> int:
     for name in sorted(data_mod.DATASETS):
         try:
             data_mod.read_arrays(name, "test", root, limit=1)
-            print(f"{name:<14} present")
+            proxy = data_mod.proxy_marker(name, root)
+            print(f"{name:<14} present" + (f" (a proxy: {proxy.get('content', 'other content')} in its layout; "
+                                            f"verdicts on it are not held against expected/)" if proxy else ""))
         except data_mod.DatasetMissing as err:
             print(f"{name:<14} missing: {err}")
         except data_mod.DatasetCorrupt as err:
             print(f"{name:<14} corrupt: {err}")
+    return 0
+
+
+def _proxy_data(args) -> int:
+    from . import proxy
+
+    for name in args.datasets:
+        try:
+            folder = proxy.write(name, args.root, train=args.train, test=args.test, source=args.source)
+        except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, ValueError) as err:
+            print(f"advclaims proxy-data: {name}: {err}", file=sys.stderr)
+            return 2
+        print(f"{name:<14} {folder} ({args.train} training, {args.test} test images of Fashion-MNIST content)")
     return 0
 
 
@@ -116,6 +132,20 @@ def _directory(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: pass a whole number >= 1")
+    return n
+
+
+def proxy_names() -> tuple[str, ...]:
+    return tuple(name for name in data_mod.FOLDERS if name != "fashion_mnist")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every value is checked here, so a mistake exits 2 before any work starts."""
     parser = argparse.ArgumentParser(prog="advclaims", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="which datasets are present under the data root, and how to add the rest")
     d.add_argument("--data-root", type=_directory, default=None)
     d.set_defaults(run=_datasets)
+    p = sub.add_parser("proxy-data", help="write Fashion-MNIST content in the exact on-disk layout of other datasets "
+                                          "(to run their paths end to end; verdicts on it are not held against expected/)")
+    p.add_argument("root", type=_directory, help="the data root to write under (pass it as --repro-data-root)")
+    p.add_argument("--datasets", nargs="+", choices=proxy_names(), default=list(proxy_names()))
+    p.add_argument("--train", type=_count, default=6000, help="training images per dataset (default 6000)")
+    p.add_argument("--test", type=_count, default=1000, help="test images per dataset (default 1000)")
+    p.add_argument("--source", type=_directory, default=None,
+                   help="data root holding Fashion-MNIST (default: where the suite finds it)")
+    p.set_defaults(run=_proxy_data)
     c = sub.add_parser("compare", help="what changed between two report.json files")
     c.add_argument("old")
     c.add_argument("new")

@@ -24,6 +24,9 @@ class ExpectedError(ValueError):
     """expected/ is malformed; the message names file, claim and field."""
 
 
+BASES = ("paper", "protocol")  # where a threshold or a parameter comes from
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     statistic: str
@@ -32,6 +35,20 @@ class CheckSpec:
     threshold: float
     paper: float | None = None
     tolerance: float | None = None
+    basis: str | None = None               # "paper" (the paper states it) or "protocol" (we chose it)
+    basis_note: str | None = None          # paper: the table, figure or sentence; protocol: why we chose it
+    threshold_range: tuple[float, float] | None = None   # protocol thresholds: the range we would also defend
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A free parameter of our protocol (not the paper's): the verdict is reported across its range."""
+
+    name: str
+    description: str
+    default: float
+    values: tuple[float, ...]              # the range, as the values the analysis measures at (default among them)
+    basis_note: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class ClaimSpec:
     paper_setting: dict = field(default_factory=dict)
     expect: dict = field(default_factory=dict)     # "dataset.budget" -> Expectation
     protocol_note: str | None = None
+    parameters: tuple[ParameterSpec, ...] = ()
 
     def expectation(self, dataset: str, budget: str, variants: tuple[str, ...] = ()) -> Expectation:
         """Most specific first: dataset.budget.variant (a test parameter such as an architecture),
@@ -139,8 +157,21 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
         if name in seen:
             raise ExpectedError(f"{wc}: statistic {name!r} is checked twice")
         seen.add(name)
-        checks.append(CheckSpec(name, _need(c, "description", str, wc), comparator, _need(c, "threshold", float, wc),
-                                _optional_number(c, "paper", wc), _optional_number(c, "tolerance", wc)))
+        basis, note = _basis(c, wc)
+        threshold = _need(c, "threshold", float, wc)
+        span = None
+        if "threshold_range" in c:
+            span = c["threshold_range"]
+            if (not isinstance(span, list) or len(span) != 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in span)
+                    or not span[0] <= threshold <= span[1]):
+                raise ExpectedError(f"{wc}: 'threshold_range' must be [low, high] around the threshold {threshold}")
+            if basis == "paper":
+                raise ExpectedError(f"{wc}: a threshold the paper states has no range of ours ('threshold_range')")
+            span = (float(span[0]), float(span[1]))
+        checks.append(CheckSpec(name, _need(c, "description", str, wc), comparator, threshold,
+                                _optional_number(c, "paper", wc), _optional_number(c, "tolerance", wc),
+                                basis, note, span))
     raw_values = table.get("values", [])
     if not isinstance(raw_values, list):
         raise ExpectedError(f"{w}.values: must be a list of [[claims.{cid}.values]] tables")
@@ -161,7 +192,40 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
     if note is not None and not isinstance(note, str):
         raise ExpectedError(f"{w}: field 'protocol_note' must be a str, got {note!r}")
     return ClaimSpec(cid, paper, _need(table, "title", str, w), _need(table, "source", str, w), tuple(checks),
-                     tuple(values), _parse_setting(table.get("paper_setting", {}), w), _parse_expect(expect, w), note)
+                     tuple(values), _parse_setting(table.get("paper_setting", {}), w), _parse_expect(expect, w), note,
+                     _parse_parameters(table.get("parameters", []), w))
+
+
+def _basis(table: dict, where: str) -> tuple[str | None, str | None]:
+    """basis = "paper" | "protocol" with its basis_note (both or neither)."""
+    if "basis" not in table and "basis_note" not in table:
+        return None, None
+    basis = _need(table, "basis", str, where)
+    if basis not in BASES:
+        raise ExpectedError(f"{where}: basis must be one of {BASES}, got {basis!r}")
+    note = _need(table, "basis_note", str, where)
+    if not note.strip():
+        raise ExpectedError(f"{where}: basis_note must say where the paper states it, or why we chose it")
+    return basis, note
+
+
+def _parse_parameters(raw, where: str) -> tuple[ParameterSpec, ...]:
+    if not isinstance(raw, list):
+        raise ExpectedError(f"{where}.parameters: must be a list of [[claims.<ID>.parameters]] tables")
+    out = []
+    for i, p in enumerate(raw):
+        wp = f"{where}.parameters[{i}]"
+        if not isinstance(p, dict):
+            raise ExpectedError(f"{wp}: must be a table")
+        default = _need(p, "default", float, wp)
+        values = p.get("values")
+        if (not isinstance(values, list) or len(values) < 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+                or default not in values or sorted(values) != values):
+            raise ExpectedError(f"{wp}: 'values' must be at least two increasing numbers, the default among them")
+        out.append(ParameterSpec(_need(p, "name", str, wp), _need(p, "description", str, wp), default,
+                                 tuple(float(v) for v in values), _need(p, "basis_note", str, wp)))
+    return tuple(out)
 
 
 def _parse_setting(setting, where: str) -> dict:

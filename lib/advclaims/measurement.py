@@ -19,6 +19,9 @@ class Measurement:
     tables: named lists of row dicts, for the report (e.g. Table 1 of a paper).
     figures: named callables that draw a PNG at the path given; run only when a report is written.
     tests: hypothesis tests run alongside (reported, not used for the verdict).
+    sensitivity: the checked statistics again at other values of a free protocol parameter,
+        ``{parameter: {value label: {statistic: Estimate}}}`` (expected/ declares the range): the report
+        says "depends on <parameter>" where the verdict changes inside it.
     """
 
     statistics: dict[str, Estimate]
@@ -28,6 +31,7 @@ class Measurement:
     figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     tests: dict[str, TestResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sensitivity: dict[str, dict[str, dict[str, Estimate]]] = field(default_factory=dict)
 
     def __post_init__(self):
         for name, est in self.statistics.items():

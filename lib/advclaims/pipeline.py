@@ -7,6 +7,7 @@ test worker or ``advclaims train`` is the same checkpoint, trained once.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,8 +78,10 @@ def attack_params(name: str, eps: float) -> dict:
 class Pipeline:
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
-                 accel: accel_mod.Accel | None = None, enforce_health: bool = True):
+                 accel: accel_mod.Accel | None = None, enforce_health: bool = True, preflight: bool = False):
         self.budget = budgets_mod.get(budget)
+        if preflight:
+            self.budget = self.budget.for_preflight()
         self.store = store or Store()
         self.data_root = Path(data_root).expanduser() if data_root else data_mod.default_root()
         self.device = torch.device(device)
@@ -110,11 +113,14 @@ class Pipeline:
                    seed: int = 0) -> dict:
         meta = data_mod.info(dataset)
         recipe: Recipe = self.budget.recipe(role, meta.eps, weight_decay=weight_decay)
-        return {
+        spec = {
             "arch": arch, "width": self.budget.width(arch), "dataset": dataset, "role": role,
             "train_images": self.budget.train_subset, "budget": self.budget.name, "seed": seed,
             "recipe": recipe.as_dict(), "precision": self.accel.precision,
         }
+        if self.budget.preflight:
+            spec["preflight"] = True  # never the key of a real model, whatever store it lands in
+        return spec
 
     def model(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
               seed: int = 0, label: str | None = None) -> TrainedModel:
@@ -157,10 +163,13 @@ class Pipeline:
         verdict = health_mod.assess(entry.provenance["metrics"], num_classes=meta.num_classes,
                                     budget=self.budget.name, adversarial=role == "adv")
         trained = TrainedModel(label, net, spec, entry.path.stem, entry.provenance["metrics"], entry.made, verdict)
-        if not verdict.healthy and self.enforce_health:
-            self._refused[key] = health_mod.refusal(f"{label} ({arch} on {dataset}, store key {key})", verdict,
-                                                    recipe=spec["recipe"], path=entry.path, budget=self.budget.name)
-            raise health_mod.ModelUnhealthy(self._refused[key])
+        if not verdict.healthy:
+            line = health_mod.refusal(f"{label} ({arch} on {dataset}, store key {key})", verdict,
+                                      recipe=spec["recipe"], path=entry.path, budget=self.budget.name)
+            if self.enforce_health:
+                self._refused[key] = line
+                raise health_mod.ModelUnhealthy(line)
+            warnings.warn(f"not enforced (preflight): {line}")
         self._models[key] = trained
         return trained
 

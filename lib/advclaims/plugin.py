@@ -8,6 +8,7 @@ xfail), or failed (any other verdict: the message says what to record if the cha
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -27,6 +28,7 @@ from . import budgets as budgets_mod
 from . import data as data_mod
 from . import expected as expected_mod
 from . import report as report_mod
+from . import seeds as seeds_mod
 from .attacks._common import NonFiniteLogits
 from .health import ModelUnhealthy
 from .measurement import Measurement
@@ -35,9 +37,12 @@ from .stats import Unmeasurable, Verdict, combine, verdict
 from .store import Store
 from .training import TrainingDiverged
 
+pytest_plugins = ["advclaims.preflight"]
+
 RECORDS = pytest.StashKey[list]()
 CATALOGUE = pytest.StashKey[dict]()
 CHECKED = pytest.StashKey[bool]()
+MEASUREMENTS = pytest.StashKey[list]()
 STARTED = pytest.StashKey[float]()
 COMPARISON = pytest.StashKey[list]()
 PROPERTY = "advclaims-record"
@@ -68,7 +73,13 @@ def pytest_addoption(parser):
     g.addoption("--repro-compare", nargs="?", const="latest", default=None, metavar="RUN",
                 help="print what changed since a saved run (number, path of a report.json, or latest)")
     g.addoption("--repro-compare-fail", action="store_true", help="fail the session when a verdict flipped")
+    g.addoption("--repro-seeds", type=int, default=None, metavar="N",
+                help="training seeds per model role (seeds 0..N-1); statistics pool over them by a hierarchical "
+                     "bootstrap. Default: the budget's (smoke 2, fast 3, paper 5)")
     g.addoption("--repro-quiet", action="store_true", help="no progress bars while training")
+    g.addoption("--repro-preflight", action="store_true",
+                help="run the selected instances in the budget's shapes with the least schedule and samples that "
+                     "let every step run; reports ran/error, wall time and peak memory per instance, no verdicts")
     g.addoption("--repro-threads", type=int, default=None, metavar="N",
                 help="CPU threads per process (default: cores / xdist workers; oversubscribed OpenMP threads "
                      "slow small convolutions down by orders of magnitude)")
@@ -99,8 +110,9 @@ def _storage(config) -> Path:
 # option validation: pure functions (no pytest run needed to test them); each error is one line
 # naming the option, the value and the fix
 
-VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-compare", "--repro-compare-fail",
+VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-compare", "--repro-compare-fail",
                      "--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
+MAX_SEEDS = 100
 _DIRECTORY_OPTIONS = ("--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
 
 
@@ -173,6 +185,9 @@ def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: 
                                   or not _expands(value)):
             raise pytest.UsageError(f"{name} {value!r} is not a directory path (it is a file, an unknown ~user, "
                                     f"or no path at all): pass a directory")
+    seeds = options.get("--repro-seeds")
+    if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS):
+        raise pytest.UsageError(f"--repro-seeds {seeds!r}: pass a whole number of training seeds from 1 to {MAX_SEEDS}")
     _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
     return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
@@ -268,22 +283,28 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def repro_budget(request) -> budgets_mod.Budget:
-    return budgets_mod.get(request.config.getoption("--repro-budget"))
+def repro_budget(pipeline) -> budgets_mod.Budget:
+    return pipeline.budget
 
 
 @pytest.fixture(scope="session")
 def pipeline(request) -> Pipeline:
     cfg = request.config
-    return Pipeline(
+    preflight = cfg.getoption("--repro-preflight")
+    store = Store(cfg.getoption("--repro-cache"))
+    pipe = Pipeline(
         budget=cfg.getoption("--repro-budget"),
-        store=Store(cfg.getoption("--repro-cache")),
+        store=Store(store.root / "preflight") if preflight else store,
+        enforce_health=not preflight,
+        preflight=preflight,
         data_root=cfg.getoption("--repro-data-root"),
         device=_device(cfg),
         download=cfg.getoption("--repro-download"),
         progress=not cfg.getoption("--repro-quiet") and sys.stderr.isatty(),
         accel=_accel(cfg, _device(cfg)),
     )
+    pipe.budget = dataclasses.replace(pipe.budget, seeds=_seeds(cfg))
+    return pipe
 
 
 def _accel(config, device: torch.device) -> accel_mod.Accel:
@@ -363,18 +384,19 @@ def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) 
     return lines
 
 
-def _record(item, measurement: Measurement | None, unmeasurable: str | None = None) -> tuple[dict, str]:
+def _record(item, measurement: Measurement | None, unmeasurable: str | None = None, *,
+            seeds: tuple[int, ...] | None = None) -> tuple[dict, list[str]]:
     """The report record of a claim instance (from its Measurement, or from the reason it could not be
     measured) and its outcome; the record travels to the controller in the item's user properties."""
     spec, dataset, variant, others = _instance(item)
     budget = item.config.getoption("--repro-budget")
-    seeds = budgets_mod.get(budget).seeds
+    seeds = seeds if seeds is not None else _seeds(item.config)
     if measurement is not None:
         record = _evaluate(spec, measurement, dataset, budget, seeds, others)
     else:
         record = _unmeasured(spec, unmeasurable, dataset, budget, seeds, others)
     proxy = _proxy(item.config, dataset)
-    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy,
+    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy, "variance": seeds_mod.coverage(seeds),
                    "wall_seconds": time.perf_counter() - item.stash.get(STARTED, time.perf_counter())})
     record["outcome"] = _outcome(item, record, spec.expectation(dataset, budget, others))
     return record, _failure_lines(spec, record, variant, dataset, budget)
@@ -389,22 +411,66 @@ def _publish(item, report, record: dict) -> None:
 
 @pytest.fixture
 def check(request, pipeline):
-    """Turn a Measurement into the verdict, record it, and pass / xfail / fail the test."""
+    """Hand a claim's Measurement over: one per training seed is collected (``pytest_pyfunc_call`` runs the
+    test once per seed), then pooled into the verdict, recorded, and the test passes / xfails / fails."""
     _instance(request.node)  # a misused check is a usage error before any work
 
-    def _check(measurement: Measurement) -> dict:
+    def _check(measurement: Measurement) -> None:
+        if not isinstance(measurement, Measurement):
+            raise TypeError(f"check takes the Measurement an analysis returns, got {type(measurement).__name__}")
         request.node.stash[CHECKED] = True
-        record, failure = _record(request.node, measurement)
-        _draw(record, measurement, request.config.getoption("--repro-report"))
-        _publish(request.node, None, record)
-        if record["outcome"] == "known finding":
-            pytest.xfail(f"known finding ({record['claim']} {record['verdict']} on {record['dataset']}/"
-                         f"{record['budget']}): {record['expected_reason']}")
-        if record["outcome"] == "failed":
-            pytest.fail("\n".join(failure), pytrace=False)
-        return record
+        request.node.stash.setdefault(MEASUREMENTS, []).append(measurement)
 
     return _check
+
+
+@pytest.fixture
+def repro_seed(pipeline) -> int:
+    """The training seed a fixture builds for: the budget's first; ``run_per_seed`` supplies the others."""
+    return pipeline.budget.seeds[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A claim test runs once per training seed; its Measurements pool into one verdict."""
+    item = pyfuncitem
+    if item.get_closest_marker("claim") is None or "check" not in item.fixturenames:
+        return None
+    seeds = _seeds(item.config)
+    item.stash[MEASUREMENTS] = []
+    for k, seed in enumerate(seeds):
+        kwargs = ({a: item.funcargs[a] for a in item._fixtureinfo.argnames} if k == 0
+                  else seeds_mod.arguments_for_seed(item, seed))
+        item.obj(**kwargs)
+        if len(item.stash[MEASUREMENTS]) != k + 1:
+            pytest.fail(f"{item.nodeid}: a claim test must hand its measurement to `check` once per run; it handed "
+                        f"{len(item.stash[MEASUREMENTS]) - k} for seed {seed}", pytrace=False)
+        if k == 0 and not seeds_mod.seed_dependent(item):
+            break  # nothing in this test depends on the seed: one run is all there is
+    measured = item.stash[MEASUREMENTS]
+    _finish(item, seeds_mod.pool(measured, seeds[:len(measured)]), seeds[:len(measured)])
+    return True
+
+
+def _finish(item, measurement: Measurement, seeds: tuple[int, ...]) -> None:
+    if item.config.getoption("--repro-preflight"):
+        _record(item, measurement, seeds=seeds)  # every step up to the verdict runs; the verdict is not shown
+        return
+    record, failure = _record(item, measurement, seeds=seeds)
+    _draw(record, measurement, item.config.getoption("--repro-report"))
+    _publish(item, None, record)
+    if record["outcome"] == "known finding":
+        pytest.xfail(f"known finding ({record['claim']} {record['verdict']} on {record['dataset']}/"
+                     f"{record['budget']}): {record['expected_reason']}")
+    if record["outcome"] == "failed":
+        pytest.fail("\n".join(failure), pytrace=False)
+
+
+def _seeds(config) -> tuple[int, ...]:
+    """The training seeds of this session: --repro-seeds N (seeds 0..N-1), else the budget's default."""
+    n = config.getoption("--repro-seeds")
+    seeds = tuple(range(n)) if n is not None else budgets_mod.get(config.getoption("--repro-budget")).seeds
+    return seeds[:1] if config.getoption("--repro-preflight") else seeds  # a preflight runs one seed
 
 
 def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget: str, seeds,
@@ -424,6 +490,60 @@ def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget:
     }
 
 
+UNINFORMATIVE = "uninformative"  # a check whose statistic cannot vary (saturated): shown, never deciding
+
+
+def _check_record(c: expected_mod.CheckSpec, est, spec_id: str) -> dict:
+    if not math.isfinite(est.value):
+        raise ValueError(f"{spec_id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
+                         f"is broken (diverged training?)")
+    record = {"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
+              "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance, "basis": c.basis,
+              "basis_note": c.basis_note, **est.as_dict()}
+    if est.uninformative:
+        record.update(verdict=UNINFORMATIVE, uninformative=est.uninformative)
+        return record
+    record["verdict"] = verdict(est, c.comparator, c.threshold).value
+    if c.threshold_range is not None:  # our threshold: the verdict at either end of the range we would defend
+        record["threshold_range"] = list(c.threshold_range)
+        record["verdict_across_threshold"] = {f"{t:g}": verdict(est, c.comparator, t).value for t in c.threshold_range}
+    return record
+
+
+def _combined(checks: list[dict]) -> str:
+    deciding = [Verdict(c["verdict"]) for c in checks if c["verdict"] != UNINFORMATIVE]
+    return combine(deciding).value if deciding else Verdict.INCONCLUSIVE.value
+
+
+def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict]) -> tuple[list[dict], list[str]]:
+    """The verdict at every value of each declared protocol parameter, and what the verdict depends on."""
+    rows, depends = [], []
+    for p in spec.parameters:
+        grid = m.sensitivity.get(p.name, {})
+        verdicts = set()
+        for value in p.values:
+            label = f"{value:g}"
+            if value == p.default:
+                at = checks
+            else:
+                if label not in grid:
+                    raise KeyError(f"{spec.id}: expected/{spec.paper}.toml declares parameter {p.name} = {label}, but "
+                                   f"the analysis measured it at {sorted(grid)}")
+                at = [_check_record(c, grid[label][c.statistic], spec.id) for c in spec.checks
+                      if c.statistic in grid[label]]
+            v = _combined(at)
+            verdicts.add(v)
+            rows.append({"parameter": p.name, "value": value, "default": value == p.default, "verdict": v,
+                         "checks": {c["statistic"]: {k: c[k] for k in ("value", "low", "high", "verdict")} for c in at}})
+        if len(verdicts) > 1:
+            depends.append(p.name)
+    for c in checks:
+        if len(set(c.get("verdict_across_threshold", {}).values()) | {c["verdict"]}) > 1:
+            depends.append(f"the threshold of {c['statistic']} (ours: {c['threshold_range'][0]:g} to "
+                           f"{c['threshold_range'][1]:g})")
+    return rows, depends
+
+
 def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds,
               variants: tuple[str, ...] = ()) -> dict:
     checks = []
@@ -431,13 +551,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         if c.statistic not in m.statistics:
             raise KeyError(f"{spec.id}: the analysis measured {sorted(m.statistics)} but expected/{spec.paper}.toml "
                            f"checks {c.statistic!r}")
-        est = m.statistics[c.statistic]
-        if not math.isfinite(est.value):
-            raise ValueError(f"{spec.id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
-                             f"is broken (diverged training?)")
-        checks.append({"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
-                       "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance,
-                       **est.as_dict(), "verdict": verdict(est, c.comparator, c.threshold).value})
+        checks.append(_check_record(c, m.statistics[c.statistic], spec.id))
     in_setting = spec.in_paper_setting(dataset, budget)
     values = []
     for v in spec.values:
@@ -446,10 +560,11 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         values.append({"statistic": v.statistic, "description": v.description, "paper": v.paper,
                        "tolerance": v.tolerance, "measured": measured, "within": within})
     expectation = spec.expectation(dataset, budget, variants)
+    sensitivity, depends = _sensitivity(spec, m, checks)
     return {
         "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
         "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
-        "verdict": combine([Verdict(c["verdict"]) for c in checks]).value,
+        "verdict": _combined(checks), "depends_on": depends, "sensitivity": sensitivity,
         "expected": expectation.verdict.value, "expected_reason": expectation.reason,
         "checks": checks, "values": values, "paper_setting": in_setting, "tables": m.tables,
         "tests": [{"name": k, **vars(t)} for k, t in m.tests.items()], "notes": m.notes,
@@ -490,6 +605,14 @@ def _unmeasurable_report(item, report, reason: str) -> None:
     """A claim whose data do not allow its statistics is inconclusive with that reason: recorded like any
     verdict, and the test passes, xfails or fails by expected/ as a measured one would."""
     item.stash[CHECKED] = True
+    if item.config.getoption("--repro-preflight"):
+        from .preflight import note  # registered as a plugin of its own (pytest_plugins): imported by pytest first
+        note(item, f"not measurable at preflight sizes: {reason}")
+        if report.when == "call":
+            report.outcome, report.longrepr = "passed", None
+        else:
+            report.outcome, report.longrepr = "skipped", (str(item.path), item.location[1] or 0, reason)
+        return
     record, failure = _record(item, None, reason)
     _publish(item, report, record)
     if record["outcome"] == "failed":
@@ -534,6 +657,8 @@ def pytest_sessionfinish(session, exitstatus):
         return  # xdist workers: the controller writes the report from forwarded records
     records = list(_session_records.values())
     _session_records.clear()
+    if config.getoption("--repro-preflight"):
+        return  # no verdicts: advclaims.preflight writes its own table
     config.stash[RECORDS] = records
     if not records:
         return
@@ -568,8 +693,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for r in sorted(records, key=lambda r: (report_mod._claim_order(r["claim"]), r["dataset"])):
         c = report_mod.headline(r)
         more = f" +{len(r['checks']) - 1}" if len(r["checks"]) > 1 else ""
+        depends = f" [depends on {', '.join(r['depends_on'])}]" if r.get("depends_on") else ""
         tr.write_line(f"{r['claim']:<6} {r.get('variant', r['dataset']):<14} {r['verdict']:<13} {r['outcome']:<14} "
-                      f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})")
+                      f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})"
+                      f"{depends}")
     out = config.getoption("--repro-report")
     if out:
         tr.write_line(f"report: {Path(out) / 'report.md'}")

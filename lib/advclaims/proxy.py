@@ -29,7 +29,7 @@ from . import __version__
 from . import data as data_mod
 
 FOLDERS = data_mod.FOLDERS
-NAMES = tuple(name for name in FOLDERS if name != "fashion_mnist")
+NAMES = tuple(name for name in FOLDERS if name != "fashion_mnist")  # every dataset but the content's own
 DEFAULT_TRAIN = 6000   # the smoke budget's training subset
 DEFAULT_TEST = 1000    # LP-4's spectra need 1000 test images
 

@@ -36,9 +36,16 @@ def _interval(c: dict) -> str:
     return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]{note}"
 
 
+def _per_seed(c: dict) -> str:
+    """Each training seed's value and interval, or a dash when one seed was run."""
+    seeds = c.get("per_seed") or []
+    return "; ".join(f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]" for e in seeds) or "–"
+
+
 def headline(r: dict) -> dict:
     """The check that decides the claim's verdict (the first one with that verdict) for one-line views."""
-    return next((c for c in r["checks"] if c["verdict"] == r["verdict"]), r["checks"][0])
+    return next((c for c in r["checks"] if c["verdict"] == r["verdict"]),
+                next((c for c in r["checks"] if c["verdict"] != "uninformative"), r["checks"][0]))
 
 
 def summary(records: list[dict]) -> dict:
@@ -46,6 +53,7 @@ def summary(records: list[dict]) -> dict:
     for r in records:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding") for r in records)
+    counts["proxy"] = sum(r["outcome"] == "proxy data" for r in records)
     counts["total"] = len(records)
     return counts
 
@@ -126,7 +134,9 @@ def markdown(report: dict) -> str:
         f"- machine: {m['device']}, torch {m['torch']}, python {m['python']}, {m['threads']} threads",
         f"- command: `{report['command']}`",
         f"- verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} inconclusive; "
-        f"{s['as_expected']} of {s['total']} as `expected/` records",
+        f"{s['as_expected']} of {s['total'] - s.get('proxy', 0)} as `expected/` records"
+        + (f"; {s['proxy']} on proxy data (another dataset's content in this one's layout: verdicts recorded, "
+           f"never held against `expected/`)" if s.get("proxy") else ""),
         *_determinism_lines(report.get("determinism") or {}),
         "",
         "A claim is *reproduced* when the 95% bootstrap interval of every checked statistic lies wholly on the",
@@ -141,7 +151,8 @@ def markdown(report: dict) -> str:
         more = f" (+{len(r['checks']) - 1} more)" if len(r["checks"]) > 1 else ""
         lines.append(
             f"| {r['claim']} | {r.get('variant', r['dataset'])} | `{c['statistic']}`{more} | {_interval(c)} | "
-            f"{c['comparator']} {_fmt(c['threshold'])} | {_fmt(c.get('paper'))} | {VERDICT_MARK[r['verdict']]} | "
+            f"{c['comparator']} {_fmt(c['threshold'])} | {_fmt(c.get('paper'))} | {VERDICT_MARK[r['verdict']]}"
+            + (f" (depends on {', '.join(r['depends_on'])})" if r.get("depends_on") else "") + " | "
             f"{r['outcome']} |"
         )
     for r in report["claims"]:
@@ -151,10 +162,30 @@ def markdown(report: dict) -> str:
                   f"n = {r['n']} images, seeds {r['seeds']}, wall time {r['wall_seconds']:.1f} s.", ""]
         if r.get("protocol_note"):
             lines += [f"> {r['protocol_note']}", ""]
-        lines += ["| statistic | what | measured [95% CI] | claimed | verdict |", "|---|---|---|---|---|"]
+        if r.get("variance"):
+            lines += [f"Intervals cover: {r['variance']}.", ""]
+        if r.get("unmeasurable"):
+            lines += [f"Not measurable: {r['unmeasurable']}.", ""]
+        if r.get("depends_on"):
+            lines += [f"**Depends on {', '.join(r['depends_on'])}**: the verdict changes inside the range of a choice "
+                      f"that is ours, not the paper's (see below).", ""]
+        lines += ["| statistic | what | measured [95% CI] | per seed | claimed | threshold from | verdict |",
+                  "|---|---|---|---|---|---|---|"]
         for c in r["checks"]:
-            lines.append(f"| `{c['statistic']}` | {c['description']} | {_interval(c)} | "
-                         f"{c['comparator']} {_fmt(c['threshold'])} | {c['verdict']} |")
+            basis = f"{c['basis']}: {c['basis_note']}" if c.get("basis") else "–"
+            if c.get("verdict_across_threshold"):
+                basis += " (verdict at " + ", ".join(f"{t}: {v}" for t, v in c["verdict_across_threshold"].items()) + ")"
+            verdict = c["verdict"] + (f" ({c['uninformative']})" if c.get("uninformative") else "")
+            lines.append(f"| `{c['statistic']}` | {c['description']} | {_interval(c)} | {_per_seed(c)} | "
+                         f"{c['comparator']} {_fmt(c['threshold'])} | {_fmt(basis)} | {verdict} |")
+        if r.get("sensitivity"):
+            lines += ["", "Verdict across our protocol parameters:", "",
+                      "| parameter | value | verdict | checks |", "|---|---|---|---|"]
+            for row in r["sensitivity"]:
+                detail = "; ".join(f"{k} {_fmt(v['value'])} [{_fmt(v['low'])}, {_fmt(v['high'])}] {v['verdict']}"
+                                   for k, v in row["checks"].items())
+                lines.append(f"| {row['parameter']} | {_fmt(row['value'])}{' (default)' if row['default'] else ''} | "
+                             f"{row['verdict']} | {_fmt(detail)} |")
         if r.get("values"):
             lines += ["", "Paper vs measured" + (" (checked: this is the paper's setting)" if r["paper_setting"]
                                                  else " (shown only: not the paper's setting)") + ":", "",
@@ -228,8 +259,8 @@ def compare(old: dict, new: dict) -> list[dict]:
         old_checks = {c["statistic"]: c for c in before["checks"]}
         for c in r["checks"]:
             o = old_checks.get(c["statistic"])
-            if o is None:
-                continue
+            if o is None or any(not isinstance(d.get(k), (int, float)) for d in (o, c) for k in ("value", "low", "high")):
+                continue  # an unmeasured statistic has nothing to compare
             if not (o["low"] <= c["value"] <= o["high"]) and not (c["low"] <= o["value"] <= c["high"]):
                 changes.append({"claim": r["claim"], "dataset": _key(r)[1], "kind": "statistic moved",
                                 "detail": f"{c['statistic']}: {_interval(o)} -> {_interval(c)}"})

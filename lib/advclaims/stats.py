@@ -1,9 +1,13 @@
 """Statistics with uncertainty, the claims' hypothesis tests, and the verdict rule.
 
 Every statistic a claim checks is an ``Estimate``: a value and a bootstrap confidence interval
-over images (scipy.stats.bootstrap, BCa by default). The verdict rule of claims.md:
-reproduced when the interval lies wholly on the claimed side of the threshold, contradicted
-when it lies wholly on the other side, inconclusive otherwise.
+over images (scipy.stats.bootstrap, BCa by default), which keeps its bootstrap distribution
+(``replicates``). Several training seeds pool into one Estimate by a hierarchical bootstrap
+(``pool``): resample the seeds, then for each drawn seed one of its image resamples; so the pooled
+interval carries the variance of training and of the method's own random draws as well as that of
+the evaluation images. The verdict rule of claims.md: reproduced when the interval lies wholly on
+the claimed side of the threshold, contradicted when it lies wholly on the other side,
+inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,6 +49,9 @@ class Estimate:
     n: int
     confidence: float = CONFIDENCE
     method: str = "bootstrap"
+    replicates: np.ndarray | None = field(default=None, repr=False, compare=False)  # the bootstrap distribution
+    per_seed: tuple["Estimate", ...] = field(default=(), repr=False, compare=False)  # what a pooled one pooled
+    uninformative: str | None = None  # why the statistic cannot go either way (e.g. saturated): never decides
 
     def __post_init__(self):
         if not (self.low <= self.value <= self.high) and all(map(math.isfinite, (self.low, self.value, self.high))):
@@ -57,7 +64,16 @@ class Estimate:
         return all(map(math.isfinite, (self.value, self.low, self.high)))
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = {k: getattr(self, k) for k in ("value", "low", "high", "n", "confidence", "method", "uninformative")}
+        if self.per_seed:
+            out["per_seed"] = [{k: getattr(e, k) for k in ("value", "low", "high", "n")} for e in self.per_seed]
+        return out
+
+    def shifted(self, by: float) -> "Estimate":
+        """The estimate of (statistic - by): a comparison with a fixed reference such as chance."""
+        return replace(self, value=self.value - by, low=self.low - by, high=self.high - by,
+                       replicates=None if self.replicates is None else self.replicates - by,
+                       per_seed=tuple(e.shifted(by) for e in self.per_seed))
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
@@ -89,7 +105,8 @@ def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, co
         raise ValueError("paired samples must have the same length")
     value = float(statistic(*arrays))
     if np.ptp(np.concatenate(arrays)) == 0:
-        return Estimate(value, value, value, len(arrays[0]), confidence, "degenerate")
+        return Estimate(value, value, value, len(arrays[0]), confidence, "degenerate", np.full(1, value),
+                        uninformative=f"every one of the {len(arrays[0])} units gives the same value (saturated)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on BCa's degenerate cases; we fall back below
         res = sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
@@ -104,7 +121,46 @@ def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, co
             method = "percentile"
     # an interval the resamples cannot define (e.g. a ratio whose denominator is 0 in some resamples) stays
     # undefined: the verdict rule then says inconclusive, never a zero-width, maximally certain interval
-    return Estimate(value, float(low), float(high), len(arrays[0]), confidence, f"bootstrap {method}")
+    return Estimate(value, float(low), float(high), len(arrays[0]), confidence, f"bootstrap {method}",
+                    np.asarray(res.bootstrap_distribution, dtype=float).reshape(-1))
+
+
+def exact(value: float, n: int) -> Estimate:
+    """A property computed exactly (no sampling): a zero-width interval."""
+    return Estimate(float(value), float(value), float(value), n, method="exact", replicates=np.full(1, float(value)))
+
+
+def pool(estimates: Sequence[Estimate], *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Estimate:
+    """One Estimate from the same statistic measured on several training seeds.
+
+    Value: the mean over seeds. Interval: a hierarchical percentile bootstrap: each resample draws the seeds
+    with replacement and, for each drawn seed, one replicate of its image bootstrap; the mean of those is one
+    pooled replicate. A single seed returns its own estimate (its interval covers the images only).
+    """
+    estimates = list(estimates)
+    if not estimates:
+        raise ValueError("pool needs at least one estimate")
+    if len(estimates) == 1:
+        return estimates[0]
+    confidence = estimates[0].confidence
+    if any(abs(e.confidence - confidence) > 1e-12 for e in estimates):
+        raise ValueError("pooled estimates must share their confidence level")
+    value = float(np.mean([e.value for e in estimates]))
+    reps = [e.replicates if e.replicates is not None and len(e.replicates) else np.array([e.value]) for e in estimates]
+    rng = np.random.default_rng(seed)
+    k = len(estimates)
+    seeds = rng.integers(0, k, size=(n_resamples, k))
+    draws = np.stack([reps[s][rng.integers(0, len(reps[s]), size=n_resamples)] for s in range(k)], 1)  # (B, k)
+    pooled = np.take_along_axis(draws, seeds, axis=1).mean(1)
+    alpha = (1 - confidence) / 2
+    with np.errstate(invalid="ignore"):
+        if np.all(np.isfinite(pooled)):
+            low, high = np.quantile(pooled, [alpha, 1 - alpha])
+        else:  # a seed whose own interval is undefined leaves the pooled one undefined: inconclusive
+            low, high = float("nan"), float("nan")
+    uninformative = estimates[0].uninformative if all(e.uninformative for e in estimates) else None
+    return Estimate(value, float(low), float(high), sum(e.n for e in estimates), confidence,
+                    f"hierarchical bootstrap over {k} seeds and their images", pooled, tuple(estimates), uninformative)
 
 
 def _mean(a, axis=-1):
@@ -112,6 +168,15 @@ def _mean(a, axis=-1):
 
 
 def mean(values, **kw) -> Estimate:
+    """The mean with a bootstrap interval; a sample of identical 0/1 values (every image right, say) gets the
+    exact Clopper-Pearson interval instead of a zero-width one (no resample can vary)."""
+    a = _as_arrays([values])[0]
+    if np.ptp(a) == 0 and a[0] in (0.0, 1.0):
+        k, n = int(a.sum()), len(a)
+        ci = sps.binomtest(k, n).proportion_ci(kw.get("confidence", CONFIDENCE), method="exact")
+        return Estimate(float(a[0]), float(ci.low), float(ci.high), n, kw.get("confidence", CONFIDENCE),
+                        "exact binomial (Clopper-Pearson)", np.random.default_rng(kw.get("seed", 0)).binomial(
+                            n, float(np.clip(a[0], 0.5 / n, 1 - 0.5 / n)), kw.get("n_resamples", N_RESAMPLES)) / n)
     return bootstrap(_mean, values, **kw)
 
 

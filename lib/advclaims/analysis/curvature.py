@@ -26,6 +26,8 @@ curvature of random directions inside it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ from torch import nn
 
 from .. import stats
 from ..attacks import deepfool, frozen
+from ..iterations import cap
 from ..attacks.targeted_deepfool import targeted_deepfool
 from ..measurement import Measurement
 from . import curvature_figures as cfig
@@ -57,6 +60,7 @@ class Setup:
     mean_image: torch.Tensor
     settings: "Settings"
     eps: float
+    seed: int = 0                # the training seed; the method's random draws follow it
 
     @property
     def net(self) -> nn.Module:
@@ -97,6 +101,12 @@ SETTINGS = {
     "fast": Settings(boundary_points=32, svd_images=5000, confined_images=500, batch=1024),
     "paper": Settings(boundary_points=64, svd_images=10000, confined_images=1000, lanczos_k=256, batch=1024),
 }
+
+
+def preflight_settings(settings: Settings) -> Settings:
+    """The same analysis sizes (dense limit, Lanczos k, gradient batch) with the fewest samples that run every
+    step: 2 boundary points a class, 64 SVD images, 8 confined-DeepFool images."""
+    return dataclasses.replace(settings, boundary_points=2, svd_images=64, confined_images=8)
 
 
 def central_difference_step(images: torch.Tensor, factor: float = STEP_FACTOR) -> float:
@@ -270,6 +280,7 @@ def _block_lanczos(op: CurvatureOperator, g: torch.Generator, k: int, *, block: 
     dims = op.dims
     m = min(dims - 1, 4 * k)
     block = max(1, min(block, m // 8))   # at least 8 Krylov steps: depth is what makes the ends converge
+    m = min(m, block * (1 + cap(math.ceil(m / block) - 1)))   # a preflight grows the basis a few blocks only
     q = _orthonormalise(torch.randn(dims, block, generator=g, dtype=torch.float64),
                         torch.zeros(dims, 0, dtype=torch.float64))
     hq = _apply(op, q)
@@ -328,9 +339,7 @@ def gram_ratio(num: torch.Tensor, den: torch.Tensor, **kw) -> stats.Estimate:
     return stats.bootstrap(stat, np.arange(len(a), dtype=float), **kw)
 
 
-def exact(value: float, n: int) -> stats.Estimate:
-    """A property computed exactly (no sampling): a zero-width interval."""
-    return stats.Estimate(float(value), float(value), float(value), n, method="exact")
+exact = stats.exact
 
 
 @dataclass

@@ -204,7 +204,7 @@ def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_im
 
 def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set) -> Measurement:
     """CV-7: fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces."""
-    directions = attack_directions(setup, deepfool_set)
+    directions = attack_directions(setup, deepfool_set, seed=setup.seed)
     dims, n_cls = curv.dims, len(curv.classes)
     quarter = _quarter(dims)
     q_curved = curvature_subspace(curv, "posneg", per_class_for(quarter, "posneg", n_cls))

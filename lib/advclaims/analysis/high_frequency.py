@@ -331,7 +331,7 @@ def target_spectrum_correlation(model: TrainedModel, tset: TargetedSet, *, num_c
     target_first = (first == tgt).double().numpy()
     chance = 1 / num_classes
     est = stats.mean(target_first, confidence=confidence)
-    lift = stats.Estimate(est.value - chance, est.low - chance, est.high - chance, est.n, est.confidence, est.method)
+    lift = est.shifted(chance)
     matrix = np.stack([corr[tgt == t].mean(0).numpy() if (tgt == t).any() else np.full(num_classes, np.nan)
                        for t in range(num_classes)])
     rank_of_target = (corr > corr[torch.arange(len(tgt)), tgt][:, None]).sum(1) + 1

@@ -9,7 +9,6 @@ fitting, thresholding, Z̄) is documented in info_bottleneck_features.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +133,6 @@ def robust_features_under_attacks(suite: EvaluationSuite, attacks: tuple[str, ..
 # IB-3 (Table 2)
 
 
-def _shifted(est: stats.Estimate, by: float) -> stats.Estimate:
-    return replace(est, value=est.value - by, low=est.low - by, high=est.high - by)
-
-
 def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
                                                     attacks: tuple[str, ...] = TABLE1_ATTACKS) -> Measurement:
     """IB-3: on successful attacks (model(x_adv) != y), masks fitted on the adversarial images;
@@ -158,7 +153,7 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
         agree_nr = _np(preds["non_robust"][success] == preds["int"][success])
         agree_r = _np(preds["robust"][success] == preds["int"][success])
         nr, r = stats.mean(agree_nr), stats.mean(agree_r)
-        statistics[f"non_robust_agreement_minus_chance_{a}"] = _shifted(nr, chance)
+        statistics[f"non_robust_agreement_minus_chance_{a}"] = nr.shifted(chance)
         statistics[f"non_robust_minus_robust_agreement_{a}"] = stats.mean_difference(agree_nr, agree_r)
         values[f"non_robust_agreement_{a}"] = nr.value
         rows.append(_row(attack=ATTACK_LABELS[a], successful=n, non_robust_agreement=nr, robust_agreement=r,

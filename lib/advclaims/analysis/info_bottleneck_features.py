@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..iterations import cap
 from ..attacks import frozen
 from ..models.vgg import VGG16BN
 from ..models.wrn import WideResNet28
@@ -131,7 +132,7 @@ def fit_channel_masks(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: f
             var_z = spatial_variance(zb)
             lam = torch.zeros(zb.shape[0], zb.shape[1], 1, 1, device=zb.device, requires_grad=True)
             optimizer = torch.optim.Adam([lam], lr=lr)
-            for _ in range(steps):
+            for _ in range(cap(steps)):
                 sigma = F.softplus(lam)
                 noise = torch.randn(lam.shape, generator=generator).to(zb.device)
                 loss = F.cross_entropy(split.tail(zb + sigma * noise), yb) + beta * information_loss(var_z, sigma[:, :, 0, 0])

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..iterations import cap
+
 PIXEL_TOLERANCE = 1e-6  # float error allowed outside [0, 1] before an input is rejected
 
 
@@ -75,10 +77,11 @@ def check_alpha(alpha) -> float:
     return check_positive(alpha, "alpha", "pass a positive step size in pixel units, e.g. eps/4")
 
 
-def check_steps(steps, name: str = "steps") -> int:
+def check_steps(steps, name: str = "steps", *, iterations: bool = True) -> int:
+    """A validated count; an iteration count is capped during a preflight (advclaims.iterations)."""
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"{name} must be an integer >= 0 (got {steps!r}); pass a non-negative number of iterations")
-    return int(steps)
+    return cap(int(steps)) if iterations else int(steps)
 
 
 def check_images(x) -> None:

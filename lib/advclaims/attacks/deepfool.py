@@ -51,7 +51,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10) -> DeepFoolResult:
     overshoot = check_nonnegative(overshoot, "overshoot", "pass the paper's 0.02, or 0 to stop on the boundary")
     max_iter = check_steps(max_iter, "max_iter")
-    if check_steps(candidates, "candidates") < 2:
+    if check_steps(candidates, "candidates", iterations=False) < 2:
         raise ValueError(f"candidates must be >= 2 (got {candidates}); the original class and at least one other")
     check_images(x)
     x = x.detach()

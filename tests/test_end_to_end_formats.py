@@ -1,0 +1,114 @@
+"""Every (paper x dataset) pair the suite offers runs end to end on format-true data, before a GPU meets it.
+
+A session fixture writes Fashion-MNIST content in the exact on-disk layouts of MNIST, CIFAR-10, CIFAR-100, SVHN
+and Tiny-ImageNet (advclaims.proxy), and the test runs one claim instance of every pair in a pytest subprocess
+at the smoke budget, as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
+yield a verdict and a report entry; a proxy's verdict is not held against expected/ (outcome "proxy data").
+ImageNet is written and read back too, though no claim offers it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advclaims import data, proxy
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAIMS = ROOT / "claims"
+
+# the instance CI runs per pair: the cheapest claim that trains and analyses the pair's own models
+PAIRS = {
+    ("local_properties", "mnist"): "LP-7",
+    ("local_properties", "cifar10"): "LP-8",
+    ("local_properties", "svhn"): "LP-7",
+    ("high_frequency", "mnist"): "HF-1",
+    ("high_frequency", "cifar10"): "HF-3",
+    ("info_bottleneck", "cifar10"): "IB-4",
+    ("info_bottleneck", "svhn"): "IB-4",
+    ("info_bottleneck", "tiny_imagenet"): "IB-4",
+    ("curvature", "mnist"): "CV-8",
+    ("curvature", "cifar10"): "CV-4",
+    ("curvature", "cifar100"): "CV-10",
+}
+# images per proxy: enough for each model to pass the health gate at smoke, few enough for CI
+SIZES = {"mnist": (2000, 300), "cifar10": (3000, 300), "svhn": (2000, 300), "cifar100": (6000, 300),
+         "tiny_imagenet": (6000, 300), "imagenet": (1000, 100)}
+
+
+def claim_tests() -> dict[str, tuple[str, str]]:
+    """claim id -> (claims module file, test function), read from the @pytest.mark.claim decorators."""
+    out = {}
+    for path in sorted(CLAIMS.glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef):
+                for dec in node.decorator_list:
+                    if (isinstance(dec, ast.Call) and getattr(dec.func, "attr", None) == "claim" and dec.args
+                            and isinstance(dec.args[0], ast.Constant)):
+                        out[dec.args[0].value] = (path.name, node.name)
+    return out
+
+
+def offered_pairs() -> set[tuple[str, str]]:
+    """(paper, dataset) for every dataset a claims module parametrises (its DATASETS tuple)."""
+    pairs = set()
+    for path in CLAIMS.glob("test_*.py"):
+        paper = path.stem.removeprefix("test_")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DATASETS" for t in node.targets):
+                pairs |= {(paper, elt.value) for elt in node.value.elts}
+    return pairs
+
+
+def test_every_offered_pair_but_the_embedded_default_has_an_instance_here():
+    assert set(PAIRS) == {p for p in offered_pairs() if p[1] != "fashion_mnist"}
+    tests = claim_tests()
+    assert all(cid in tests for cid in PAIRS.values())
+
+
+@pytest.fixture(scope="session")
+def proxies(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("proxies")
+    for name, (train, test) in SIZES.items():
+        proxy.write(name, root, train=train, test=test)
+    return root
+
+
+@pytest.mark.parametrize("name", proxy.NAMES)
+def test_proxies_are_read_back_in_their_real_layouts(proxies, name):
+    meta = data.info(name)
+    for split, n in zip(("train", "test"), SIZES[name]):
+        s = data.load(name, split, root=proxies)
+        assert tuple(s.x.shape) == (n, meta.channels, meta.size, meta.size)
+        assert 0 <= int(s.y.min()) and int(s.y.max()) < meta.num_classes
+    assert data.proxy_marker(name, proxies)["proxy_of"] == name
+
+
+def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(proxies, tmp_path):
+    tests = claim_tests()
+    ids = []
+    for (paper, dataset), cid in sorted(PAIRS.items()):
+        module, function = tests[cid]
+        variant = f"{dataset}-vgg16" if paper == "info_bottleneck" else dataset
+        ids.append(f"claims/{module}::{function}[{variant}]")
+    report = tmp_path / "report"
+    env = {**os.environ, "ADVCLAIMS_CACHE": str(tmp_path / "store")}
+    result = subprocess.run([sys.executable, "-m", "pytest", *ids, "-p", "no:cacheprovider", "--repro-budget=smoke",
+                             f"--repro-data-root={proxies}", f"--repro-report={report}", "--repro-quiet", "-q",
+                             "-n", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    records = json.loads((report / "report.json").read_text())["claims"]
+    got = {(r["paper"], r["dataset"]): r for r in records}
+    assert set(got) == set(PAIRS)
+    for pair, r in got.items():
+        assert r["claim"] == PAIRS[pair]
+        assert r["verdict"] in ("reproduced", "contradicted", "inconclusive") and r["outcome"] == "proxy data"
+        assert r["proxy"]["proxy_of"] == pair[1]
+    text = (report / "report.md").read_text()
+    assert all(f"| {cid} | " in text for cid in PAIRS.values())
