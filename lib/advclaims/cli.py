@@ -3,6 +3,7 @@
     advclaims train --role adv --dataset fashion_mnist --budget smoke
     torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
     advclaims datasets [--data-root DIR]
+    advclaims import ARCH:PATH|module:callable --role adv --dataset cifar10 [--name N] [--published-clean 0.849]
     advclaims proxy-data DIR [--datasets cifar10 svhn ...] [--train N] [--test N]
     advclaims compare OLD.json NEW.json [--fail-on-flip]
 """
@@ -19,6 +20,7 @@ from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import distributed
+from . import external as external_mod
 from . import models as models_mod
 from . import report as report_mod
 
@@ -62,6 +64,37 @@ def _datasets(args) -> int:
         except data_mod.DatasetCorrupt as err:
             print(f"{name:<14} corrupt: {err}")
     return 0
+
+
+def _import(args) -> int:
+    from .external import ModelRefused
+    from .health import ModelUnhealthy
+    from .pipeline import Pipeline
+    from .store import Store
+
+    published = {k: v for k, v in (("clean", args.published_clean), ("robust", args.published_robust)) if v is not None}
+    try:
+        pipe = Pipeline(budget=args.budget, store=Store(args.cache), data_root=args.data_root, device=args.device,
+                        progress=False)
+        name, record = pipe.import_model(args.spec, args.role, args.dataset, name=args.name, published=published)
+    except (ModelRefused, ModelUnhealthy, data_mod.DatasetMissing, data_mod.DatasetCorrupt) as err:
+        print(f"advclaims import: {err}", file=sys.stderr)
+        return 2
+    m = record["metrics"]
+    print(f"imported {name!r} for role {args.role} on {args.dataset}: clean {m['clean_accuracy']:.1%}, PGD-20 "
+          f"{m['pgd20_accuracy']:.1%} on {m['eval_images']} images; sha256 {m['source']['sha256'][:16]}; "
+          f"run the claims on it with --repro-model {args.role}={name}")
+    return 0
+
+
+def _accuracy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy: pass a fraction from 0 to 1, e.g. 0.849")
+    return value
 
 
 def _proxy_data(args) -> int:
@@ -171,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="which datasets are present under the data root, and how to add the rest")
     d.add_argument("--data-root", type=_directory, default=None)
     d.set_defaults(run=_datasets)
+    i = sub.add_parser("import", help="put an external model into the store, measured and held to the health gate, "
+                                      "under a name the claims can use (--repro-model ROLE=NAME)")
+    i.add_argument("spec", help="ARCH:PATH (a state dict or checkpoint of a registry architecture; ARCH:PATH:raw for "
+                                "unnormalised pixels) or module:callable (an nn.Module on [0, 1] pixels)")
+    i.add_argument("--role", required=True, choices=sorted(external_mod.ROLES))
+    i.add_argument("--dataset", choices=sorted(data_mod.DATASETS), required=True)
+    i.add_argument("--name", default=None, help="the name runs use (default: the file's stem or the callable's name)")
+    i.add_argument("--budget", choices=budgets_mod.NAMES, default="smoke",
+                   help="whose health-gate floor applies and whose evaluation images are used (default smoke)")
+    i.add_argument("--published-clean", type=_accuracy, default=None, help="the model's published clean accuracy")
+    i.add_argument("--published-robust", type=_accuracy, default=None, help="its published robust accuracy")
+    i.add_argument("--cache", type=_directory, default=None)
+    i.add_argument("--data-root", type=_directory, default=None)
+    i.add_argument("--device", type=_device, default="cpu")
+    i.set_defaults(run=_import)
     p = sub.add_parser("proxy-data", help="write Fashion-MNIST content in the exact on-disk layout of other datasets "
                                           "(to run their paths end to end; verdicts on it are not held against expected/)")
     p.add_argument("root", type=_directory, help="the data root to write under (pass it as --repro-data-root)")

@@ -7,6 +7,7 @@ test worker or ``advclaims train`` is the same checkpoint, trained once.
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import distributed
+from . import external
 from . import health as health_mod
 from . import models as models_mod
 from .attacks import fgsm, pgd
@@ -53,6 +55,17 @@ class TrainedModel:
     metrics: dict
     trained_now: bool
     health: health_mod.Health | None = None   # the health gate's verdict (None: not assessed)
+    source: dict | None = None                # an external model's provenance (None: trained by the suite)
+
+    def summary(self) -> dict:
+        """What the report's model table shows of this model."""
+        m = self.metrics
+        return {"key": self.key, "label": self.label, "arch": self.spec.get("arch"), "width": self.spec.get("width"),
+                "dataset": self.spec.get("dataset"), "role": self.spec.get("role"), "seed": self.spec.get("seed"),
+                "source": self.source or {"kind": "trained", "budget": self.spec.get("budget")},
+                "clean_accuracy": m.get("clean_accuracy"), "pgd20_accuracy": m.get("pgd20_accuracy"),
+                "fgsm_accuracy": m.get("fgsm_accuracy"), "eval_images": m.get("eval_images"),
+                "healthy": None if self.health is None else self.health.healthy}
 
 
 @dataclass
@@ -75,10 +88,33 @@ def attack_params(name: str, eps: float) -> dict:
     raise ValueError(f"unknown evaluation attack {name!r}: use pgd20 or fgsm")
 
 
+def imported_spec(name: str, role: str, dataset: str) -> dict:
+    """The store spec of a model imported under ``name``: a run names it, the key follows."""
+    return {"imported": name, "role": role, "dataset": dataset, "version": 1}
+
+
+def rebuild_imported(payload: dict, source: dict, dataset: str) -> torch.nn.Module:
+    """The module of an imported model from its stored weights (an entry point is called, then loaded)."""
+    meta = data_mod.info(dataset)
+    if source["kind"] == "entry_point":
+        net = external.build_from_entry_point(external.Source("entry_point", source["spec"], entry=source["spec"]))
+    else:
+        mean, std = ((0.0,) * meta.channels, (1.0,) * meta.channels) if source.get("raw") else (meta.mean, meta.std)
+        net = models_mod.build(source["arch"], in_channels=meta.channels, num_classes=meta.num_classes,
+                               width=source["width"], mean=mean, std=std, input_size=meta.size)
+    try:
+        net.load_state_dict(payload)
+    except RuntimeError as err:
+        raise external.ModelRefused(f"the imported weights no longer fit {source['spec']}: "
+                                    f"{(str(err).splitlines() or [''])[0][:200]}") from None
+    return net.eval()
+
+
 class Pipeline:
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
-                 accel: accel_mod.Accel | None = None, enforce_health: bool = True, preflight: bool = False):
+                 accel: accel_mod.Accel | None = None, enforce_health: bool = True, preflight: bool = False,
+                 external_models: dict[str, str] | None = None):
         self.budget = budgets_mod.get(budget)
         if preflight:
             self.budget = self.budget.for_preflight()
@@ -92,6 +128,9 @@ class Pipeline:
         self.progress = progress
         self.enforce_health = enforce_health  # False (preflight): the gate's verdict is reported, not enforced
         self._refused: dict[str, str] = {}     # store key -> the health gate's one line
+        # --repro-model ROLE[@DATASET]=SPEC: claims use these instead of training (advclaims.external)
+        self.external_models = dict(external_models or {})
+        self.used: list[TrainedModel] = []     # every model handed out, in order (the report's model table)
         self._datasets: dict[str, DatasetBundle] = {}
         self._models: dict[str, TrainedModel] = {}
         self._sets: dict[str, AdversarialSet] = {}
@@ -124,6 +163,17 @@ class Pipeline:
 
     def model(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
               seed: int = 0, label: str | None = None) -> TrainedModel:
+        slot = external.role_of(role, arch)
+        given = self.external_models.get(f"{slot}@{dataset}", self.external_models.get(slot)) if slot else None
+        if given is not None and weight_decay == 5e-4:  # a weight-decay sweep (LP-13) always trains its own
+            model = self.external(given, slot, dataset, label=label or role.upper())
+        else:
+            model = self._trained(role, dataset, arch=arch, weight_decay=weight_decay, seed=seed, label=label)
+        self.used.append(model)
+        return model
+
+    def _trained(self, role: str, dataset: str, *, arch: str, weight_decay: float, seed: int,
+                 label: str | None) -> TrainedModel:
         spec = self.model_spec(role, dataset, arch=arch, weight_decay=weight_decay, seed=seed)
         from .store import key_of
 
@@ -172,6 +222,93 @@ class Pipeline:
             warnings.warn(f"not enforced (preflight): {line}")
         self._models[key] = trained
         return trained
+
+    def external(self, given: str, role: str, dataset: str, *, label: str) -> TrainedModel:
+        """A model from outside (``advclaims.external``): an imported one by name, a checkpoint (ARCH:PATH) or an
+        entry point (module:callable); inspected, measured once (kept in the store) and held to the health gate."""
+        from .store import key_of
+
+        if ":" not in given:  # a name given to ``advclaims import``
+            spec = imported_spec(given, role, dataset)
+            key = key_of(spec)
+            if key not in self._models:
+                def missing():
+                    raise external.ModelRefused(f"no model named {given!r} was imported for role {role} on {dataset}: "
+                                                f"advclaims import SPEC --role {role} --dataset {dataset} --name {given}")
+                entry = self.store.fetch("imported", spec, missing, device=self.device)
+                net = rebuild_imported(entry.payload, entry.provenance["metrics"]["source"], dataset)
+                self._models[key] = self._gated(TrainedModel(
+                    f"{label} ({given}, imported)", net.to(self.device), {**spec, "arch": entry.provenance["metrics"][
+                        "source"].get("arch")}, key, entry.provenance["metrics"], False,
+                    source=entry.provenance["metrics"]["source"]), role, dataset, entry.path)
+            return self._models[key]
+        source = external.parse_spec(given)
+        digest = source.sha256()
+        spec = {"external": source.text, "sha256": digest, "role": role, "dataset": dataset,
+                "eval_images": min(health_mod.EVAL_IMAGES, len(self.dataset(dataset).test)), "version": 1}
+        key = key_of(spec)
+        if key not in self._models:
+            net = external.build(source, dataset).to(self.device)
+
+            def measure():
+                return {}, self._measure(net, role, dataset)
+
+            entry = self.store.fetch("external", spec, measure, device=self.device)
+            provenance = {"kind": source.kind, "spec": source.text, "sha256": digest, "arch": source.arch}
+            self._models[key] = self._gated(TrainedModel(
+                f"{label} ({Path(source.text.split(':', 1)[1]).name if source.path else source.text})", net,
+                {**spec, "arch": source.arch or "entry point"}, key, entry.provenance["metrics"], False,
+                source=provenance), role, dataset, entry.path)
+        return self._models[key]
+
+    def import_model(self, given: str, role: str, dataset: str, *, name: str | None = None,
+                     published: dict | None = None) -> tuple[str, dict]:
+        """``advclaims import``: put an external model into the store under ``name`` with its provenance
+        (source, sha256, "imported", the clean and PGD-20 accuracies measured now, published ones if given);
+        refused in one line when it fails the inspection or the health gate. Returns (name, provenance)."""
+        if role not in external.ROLES:
+            raise external.ModelRefused(f"unknown role {role!r}: use one of {', '.join(external.ROLES)}")
+        source = external.parse_spec(given)
+        net = external.build(source, dataset).to(self.device)
+        name = name or (source.path.stem if source.path else source.entry.split(":")[1])
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise external.ModelRefused(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
+        metrics = self._measure(net, role, dataset)
+        arch = source.arch
+        width = external.width_of(arch, net.state_dict()) if arch else None
+        provenance = {"kind": source.kind, "spec": source.text, "sha256": source.sha256(), "arch": arch,
+                      "width": width, "raw": source.raw, "imported": True, "name": name,
+                      "published": dict(published or {})}
+        model = TrainedModel(f"{name} (imported)", net, {"arch": arch, "dataset": dataset, "role": role}, name,
+                             metrics, False, source=provenance)
+        self._gated(model, role, dataset, source.path or source.entry)
+        spec = imported_spec(name, role, dataset)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        entry = self.store.fetch("imported", spec, lambda: (state, {**metrics, "source": provenance,
+                                                                    "health": model.health.as_dict()}),
+                                 device=self.device)
+        if not entry.made and entry.provenance["metrics"]["source"]["sha256"] != provenance["sha256"]:
+            raise external.ModelRefused(f"a different model is already imported as {name!r} for role {role} on "
+                                        f"{dataset} ({entry.path}); pick another --name")
+        return name, entry.provenance
+
+    def _measure(self, net: torch.nn.Module, role: str, dataset: str) -> dict:
+        """What the health gate reads, on the first evaluation images."""
+        meta = data_mod.info(dataset)
+        evaluation = self.dataset(dataset).test.head(health_mod.EVAL_IMAGES)
+        with self.accel.autocast():
+            return health_mod.measure(net, evaluation.images(), evaluation.y, eps=meta.eps,
+                                      adversarial=external.ROLES[role][0] == "adv", batch_size=self.budget.eval_batch)
+
+    def _gated(self, model: TrainedModel, role: str, dataset: str, path) -> TrainedModel:
+        """``model`` with its health verdict; an unhealthy external model is refused in one line."""
+        verdict = health_mod.assess(model.metrics, num_classes=data_mod.info(dataset).num_classes,
+                                    budget=self.budget.name, adversarial=external.ROLES[role][0] == "adv")
+        model.health = verdict
+        if not verdict.healthy and self.enforce_health:
+            raise health_mod.ModelUnhealthy(health_mod.refusal(
+                f"{model.label} (role {role} on {dataset})", verdict, recipe=None, path=path, budget=self.budget.name))
+        return model
 
     def _fetch_model(self, spec: dict, make) -> "Entry":
         """``store.fetch`` of a model; under torchrun every rank trains (DDP) and rank 0 stores.

@@ -27,6 +27,7 @@ from . import accel as accel_mod
 from . import budgets as budgets_mod
 from . import data as data_mod
 from . import expected as expected_mod
+from . import external as external_mod
 from . import report as report_mod
 from . import seeds as seeds_mod
 from .attacks._common import NonFiniteLogits
@@ -76,6 +77,11 @@ def pytest_addoption(parser):
     g.addoption("--repro-seeds", type=int, default=None, metavar="N",
                 help="training seeds per model role (seeds 0..N-1); statistics pool over them by a hierarchical "
                      "bootstrap. Default: the budget's (smoke 2, fast 3, paper 5)")
+    g.addoption("--repro-model", action="append", default=[], metavar="ROLE[@DATASET]=SPEC",
+                help="run the claims on this model instead of training one: SPEC is ARCH:PATH (a state dict or "
+                     "checkpoint of a registry architecture; ARCH:PATH:raw for unnormalised pixels), module:callable "
+                     "(an nn.Module on [0, 1] pixels) or the name given to `advclaims import`; ROLE is one of "
+                     + ", ".join(external_mod.ROLES) + "; repeatable")
     g.addoption("--repro-quiet", action="store_true", help="no progress bars while training")
     g.addoption("--repro-preflight", action="store_true",
                 help="run the selected instances in the budget's shapes with the least schedule and samples that "
@@ -110,7 +116,7 @@ def _storage(config) -> Path:
 # option validation: pure functions (no pytest run needed to test them); each error is one line
 # naming the option, the value and the fix
 
-VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-compare", "--repro-compare-fail",
+VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-model", "--repro-compare", "--repro-compare-fail",
                      "--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
 MAX_SEEDS = 100
 _DIRECTORY_OPTIONS = ("--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
@@ -169,6 +175,33 @@ def _compare(value, fail: bool, storage: Path) -> None:
         raise pytest.UsageError(f"--repro-compare {value}: {err}") from None
 
 
+def external_models(values: list[str]) -> dict[str, str]:
+    """--repro-model ROLE[@DATASET]=SPEC values as {role or role@dataset: spec}; a mistake is one usage error."""
+    out = {}
+    for value in values:
+        if not isinstance(value, str) or "=" not in value:
+            raise pytest.UsageError(f"--repro-model {value!r}: use ROLE[@DATASET]=SPEC, e.g. adv=resnet18:model.pt")
+        slot, spec = value.split("=", 1)
+        role, _, dataset = slot.partition("@")
+        if role not in external_mod.ROLES:
+            raise pytest.UsageError(f"--repro-model {value!r}: unknown role {role!r}; roles: "
+                                    f"{', '.join(external_mod.ROLES)}")
+        if dataset and dataset not in data_mod.DATASETS:
+            raise pytest.UsageError(f"--repro-model {value!r}: unknown dataset {dataset!r}; known: "
+                                    f"{', '.join(sorted(data_mod.DATASETS))}")
+        if ":" in spec:
+            try:
+                external_mod.parse_spec(spec)
+            except external_mod.ModelRefused as err:
+                raise pytest.UsageError(f"--repro-model {value!r}: {err}") from None
+        elif not spec:
+            raise pytest.UsageError(f"--repro-model {value!r}: give a spec after '='")
+        if slot in out:
+            raise pytest.UsageError(f"--repro-model: {slot} is given twice")
+        out[slot] = spec
+    return out
+
+
 def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: int, cpu_count: int) -> ReproOptions:
     """Check the --repro-* values (keys as in VALIDATED_OPTIONS); raises pytest.UsageError, one line."""
     budget = options.get("--repro-budget")
@@ -188,6 +221,7 @@ def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: 
     seeds = options.get("--repro-seeds")
     if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS):
         raise pytest.UsageError(f"--repro-seeds {seeds!r}: pass a whole number of training seeds from 1 to {MAX_SEEDS}")
+    external_models(options.get("--repro-model") or [])
     _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
     return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
@@ -297,6 +331,7 @@ def pipeline(request) -> Pipeline:
         store=Store(store.root / "preflight") if preflight else store,
         enforce_health=not preflight,
         preflight=preflight,
+        external_models=external_models(cfg.getoption("--repro-model")),
         data_root=cfg.getoption("--repro-data-root"),
         device=_device(cfg),
         download=cfg.getoption("--repro-download"),
@@ -304,6 +339,7 @@ def pipeline(request) -> Pipeline:
         accel=_accel(cfg, _device(cfg)),
     )
     pipe.budget = dataclasses.replace(pipe.budget, seeds=_seeds(cfg))
+    _PIPELINES.append(pipe)
     return pipe
 
 
@@ -331,8 +367,23 @@ def on_datasets(*names: str):
         "dataset", [pytest.param(n, marks=getattr(pytest.mark, n), id=n) for n in names], indirect=True)
 
 
+_PIPELINES: list[Pipeline] = []  # the session's pipeline, once a test has asked for it
+USED_FROM = pytest.StashKey[int]()
+
+
 def pytest_runtest_setup(item):
     item.stash[STARTED] = time.perf_counter()
+    item.stash[USED_FROM] = len(_PIPELINES[0].used) if _PIPELINES else 0
+
+
+def _models_used(item) -> list[dict]:
+    """The models the instance was handed (trained or external), one summary per model."""
+    if not _PIPELINES:
+        return []
+    seen = {}
+    for model in _PIPELINES[0].used[item.stash.get(USED_FROM, 0):]:
+        seen.setdefault(model.key, model.summary())
+    return list(seen.values())
 
 
 def _instance(item) -> tuple[expected_mod.ClaimSpec, str, str, tuple[str, ...]]:
@@ -396,7 +447,10 @@ def _record(item, measurement: Measurement | None, unmeasurable: str | None = No
     else:
         record = _unmeasured(spec, unmeasurable, dataset, budget, seeds, others)
     proxy = _proxy(item.config, dataset)
-    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy, "variance": seeds_mod.coverage(seeds),
+    models = _models_used(item)
+    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy, "models": models,
+                   "variance": seeds_mod.coverage(seeds, external=any(m["source"].get("kind") != "trained"
+                                                                      for m in models)),
                    "wall_seconds": time.perf_counter() - item.stash.get(STARTED, time.perf_counter())})
     record["outcome"] = _outcome(item, record, spec.expectation(dataset, budget, others))
     return record, _failure_lines(spec, record, variant, dataset, budget)
@@ -488,6 +542,14 @@ def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget:
         "notes": [f"not measurable: {reason}"], "unmeasurable": reason, "protocol_note": spec.protocol_note,
         "figures": [], "figure_errors": [],
     }
+
+
+def evaluate(claim_id: str, measurement: Measurement, *, dataset: str = "fashion_mnist", budget: str = "smoke",
+             expected_dir: str | Path | None = None) -> dict:
+    """The record a claim instance would get from ``measurement`` (its "verdict" above all), outside a pytest
+    run: for tests that feed an analysis a case where the claim is false and show the verdict changes."""
+    spec = expected_mod.load(expected_dir)[claim_id]
+    return _evaluate(spec, measurement, dataset, budget, (0,))
 
 
 UNINFORMATIVE = "uninformative"  # a check whose statistic cannot vary (saturated): shown, never deciding
@@ -586,7 +648,8 @@ def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
 
 
 # errors whose message already says what happened and what to do: shown as one line, no traceback
-_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, ModelUnhealthy, data_mod.DatasetCorrupt, data_mod.DatasetMissing)
+_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, ModelUnhealthy, external_mod.ModelRefused, data_mod.DatasetCorrupt,
+                data_mod.DatasetMissing)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -70,12 +70,50 @@ def build(records: list[dict], *, budget: str, argv: list[str], device: str = "c
         "command": " ".join(argv),
         "summary": summary(records),
         "determinism": determinism or {},
+        "models": models_table(records),
         "claims": records,
     }
 
 
+def models_table(records: list[dict]) -> list[dict]:
+    """Every model any instance used, trained or external, once, with the instances that used it."""
+    out: dict[str, dict] = {}
+    for r in records:
+        for m in r.get("models", []):
+            row = out.setdefault(m["key"], {**m, "used_by": []})
+            row["used_by"].append(f"{r['claim']}[{r.get('variant', r['dataset'])}]")
+    return sorted(out.values(), key=lambda m: (m.get("dataset") or "", m.get("label") or "", m.get("seed") or 0))
+
+
+def _source(m: dict) -> str:
+    src = m.get("source") or {}
+    if src.get("kind") == "trained":
+        return f"trained here ({src.get('budget')} budget)"
+    what = "imported" if src.get("imported") else src.get("kind", "external")
+    return f"{what}: {src.get('spec')} (sha256 {str(src.get('sha256'))[:12]})"
+
+
+def _model_lines(models: list[dict]) -> list[str]:
+    if not models:
+        return []
+    lines = ["", "## Models", "",
+             "Every model the claims used; accuracies on the first evaluation images, measured when it was trained or "
+             "imported (PGD-20 step eps/8, random start). *published*: the accuracies the user gave for it.", "",
+             "| model | arch | dataset | seed | source | clean | PGD-20 | FGSM | health gate | published | used by |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        pub = (m.get("source") or {}).get("published") or {}
+        published = ", ".join(f"{k} {_fmt(v)}" for k, v in pub.items()) or "–"
+        gate = "passed" if m.get("healthy") else "failed (not enforced)" if m.get("healthy") is False else "–"
+        lines.append(f"| {m['label']} | {_fmt(m.get('arch'))} | {_fmt(m.get('dataset'))} | {_fmt(m.get('seed'))} | "
+                     f"{_fmt(_source(m))} | {_fmt(m.get('clean_accuracy'))} | {_fmt(m.get('pgd20_accuracy'))} | "
+                     f"{_fmt(m.get('fgsm_accuracy'))} | {gate} | {_fmt(published)} | {len(m['used_by'])} instances |")
+    return lines
+
+
 # what a record measured (not when, where or how long): equal across runs that must agree
-_MEASURED = ("claim", "variant", "dataset", "budget", "seeds", "n", "verdict", "checks", "values", "tables", "tests")
+_MEASURED = ("claim", "variant", "dataset", "budget", "seeds", "n", "verdict", "checks", "values", "tables", "tests",
+             "sensitivity")
 
 
 _TIMINGS = ("seconds", "wall_seconds", "train_seconds")  # table columns that time a step, not measure a claim
@@ -155,6 +193,7 @@ def markdown(report: dict) -> str:
             + (f" (depends on {', '.join(r['depends_on'])})" if r.get("depends_on") else "") + " | "
             f"{r['outcome']} |"
         )
+    lines += _model_lines(report.get("models", []))
     for r in report["claims"]:
         lines += ["", f"## {r['claim']} on {r.get('variant', r['dataset'])}: {r['title']}", "",
                   f"Source: {r['source']}. Verdict: **{r['verdict']}** (expected: {r['expected']}"

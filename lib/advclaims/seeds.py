@@ -89,9 +89,12 @@ def pool(measurements: list[Measurement], seeds: tuple[int, ...]) -> Measurement
         sensitivity=sensitivity)
 
 
-def coverage(seeds: tuple[int, ...]) -> str:
+def coverage(seeds: tuple[int, ...], *, external: bool = False) -> str:
     """Which sources of variance a pooled interval covers, in words for the report."""
     if len(seeds) == 1:
         return "evaluation noise only (one training seed: neither training nor the method's random draws vary)"
+    if external:
+        return (f"the method's random draws ({len(seeds)} seeds) and the evaluation images; not training: an "
+                f"external model is one fixed model")
     return (f"training seeds ({len(seeds)}), the method's random draws (they follow the seed) and the "
             f"evaluation images (hierarchical bootstrap)")
