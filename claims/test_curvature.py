@@ -22,7 +22,7 @@ DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 
 @pytest.mark.claim("CV-1")
 @on_datasets(*DATASETS)
-def test_principal_curvatures_are_an_orthonormal_sorted_eigenbasis_of_a_symmetric_nonzero_operator(
+def test_algorithm_1_measures_a_symmetric_nonzero_curvature_operator(
         principal_curvatures, check):
     check(principal_curvature_properties(principal_curvatures))
 
@@ -76,7 +76,8 @@ def test_top_singular_vectors_of_deepfool_perturbations_carry_the_accuracy(curva
 
 @pytest.mark.claim("CV-9")
 @on_datasets(*DATASETS)
-def test_confined_deepfool_needs_less_norm_where_the_images_have_more(curvature_setup, deepfool_svd_basis, check):
+def test_confined_deepfool_needs_less_norm_in_the_deepfool_subspace_and_where_images_have_more(
+        curvature_setup, deepfool_svd_basis, check):
     check(confined_deepfool_norms(curvature_setup, deepfool_svd_basis))
 
 

@@ -42,6 +42,8 @@ ONE_CLAIM = textwrap.dedent('''
     description = "d"
     comparator = ">"
     threshold = 0.0
+    basis = "protocol"
+    basis_note = "a test"
 ''')
 
 

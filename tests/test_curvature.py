@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from advclaims import expected
 from advclaims.analysis import curvature as cv
 from advclaims.analysis.curvature_defence import Resampled
-from advclaims.analysis.curvature_directions import ScoreCurves, class_departures, class_transitions
-from advclaims.analysis.curvature_subspaces import (complement, deepfool_svd, nested_bases, orthonormal_basis, project,
-                                                    project_images)
+from advclaims.analysis.curvature_directions import (S_MAX_DEFAULT, S_MAX_FACTORS, ScoreCurves, class_departures,
+                                                     class_transitions, rank_correlation, spearman_rho)
+from advclaims.analysis.curvature_subspaces import (FRACTION_DEFAULT, FRACTIONS, complement, deepfool_svd, nested_bases,
+                                                    orthonormal_basis, project, project_images)
 from advclaims.attacks.confined_deepfool import confined_deepfool
 from advclaims.attacks.targeted_deepfool import targeted_deepfool
 
@@ -295,14 +297,87 @@ def test_transition_statistics_see_images_move_into_the_class_of_a_positive_dire
     u[0] = 1.0
     net = Quadratic(u)
     x = torch.zeros(20, 1, SIDE, SIDE)
-    s = torch.linspace(-3, 3, 7)
+    s = torch.linspace(-6, 6, 13)                                      # out to twice the unit, the largest s_max
     other = torch.zeros(DIMS)
     other[1] = 1.0                                                     # a direction the model ignores
     dirs = torch.stack([u.view(1, SIDE, SIDE), other.view(1, SIDE, SIDE), u.view(1, SIDE, SIDE)])
     logits = torch.stack([torch.stack([net(x + t * dirs[c]) for t in s]) for c in range(CLASSES)])
-    curves = ScoreCurves.from_logits("positive", s, logits, torch.zeros(20, dtype=torch.long), dirs)
+    curves = ScoreCurves.from_logits("positive", s, logits, torch.zeros(20, dtype=torch.long), dirs, unit=3.0)
     m = class_transitions(curves)
     assert m.statistics["transition_at_max"].value == pytest.approx(0.5)   # into class 0, never into class 2
+    # the other s_max: up to |s| = 1.5 the grid holds |s| = 1 only, where the class-0 score (0) stays below 0.5
+    at = m.sensitivity["s_max"]
+    assert set(at) == {"0.5", "2"}
+    assert at["0.5"]["transition_at_max"].value == 0.0
+    assert at["2"]["transition_at_max"].value == pytest.approx(0.5)
     assert m.statistics["transition_trend"].value > 0.8
     # every image is of class 1, whose direction the model ignores: none leaves
     assert class_departures(curves).statistics["departure_at_max"].value == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# what holds by construction (checked here, not in expected/)
+
+
+@pytest.mark.parametrize("dense_limit", [1024, 8])
+def test_algorithm_1_directions_are_orthonormal_and_its_curvatures_sorted_on_a_relu_net(dense_limit):
+    # by construction of the decomposition (eigh / Rayleigh-Ritz of the symmetric part), so CV-1 only reports it
+    net = mlp(nn.ReLU(), 4, hidden=256)
+    candidates = images(11, 64)
+    settings = cv.Settings(6, 1, 1, dense_limit=dense_limit, lanczos_k=2, batch=512)
+    classes = [cv.class_curvature(net, candidates, c, h=0.5, settings=settings) for c in range(CLASSES)]
+    m = cv.principal_curvature_properties(cv.PrincipalCurvatures(classes, torch.zeros(1, SIDE, SIDE), 0.5))
+    assert m.values["orthonormality_error"] < 1e-5
+    assert m.values["unsorted_pairs"] == 0
+    assert set(m.statistics) == {"relative_asymmetry", "hv_norm"}
+
+
+def test_over_nested_subspaces_confined_deepfool_needs_less_norm_and_images_project_more_as_d_grows():
+    # Fig. 5's two curves are monotone by construction: exactly so for a linear net, where DeepFool is exact
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(DIMS, 2)).eval()
+    x = images(12, 10, dtype=torch.float32)
+    basis = torch.linalg.qr(torch.randn(DIMS, DIMS, generator=torch.Generator().manual_seed(3)))[0]
+    norms, projections = [], []
+    for d in (2, 4, 8, 16):
+        res = confined_deepfool(net, x, basis[:, :d])
+        assert res.success.all()
+        norms.append(res.perturbation.flatten(1).norm(dim=1))
+        projections.append((x.flatten(1) @ basis[:, :d]).norm(dim=1))
+    for smaller, larger in zip(norms, norms[1:]):
+        assert (larger <= smaller * (1 + 1e-4)).all()
+    for smaller, larger in zip(projections, projections[1:]):
+        assert (larger >= smaller - 1e-6).all()
+
+
+@given(seed=seeds, length=st.integers(2, 12), ties=st.booleans())
+@settings(deadline=None, max_examples=30)
+def test_the_vectorised_rank_correlation_is_spearmans_rho_row_by_row(seed, length, ties):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(4, length))
+    y = rng.integers(0, 3, size=(4, length)).astype(float) if ties else rng.normal(size=(4, length))
+    y[0] = 1.0                                                         # a constant row: no trend, 0
+    rho = rank_correlation(x, y)
+    assert np.allclose(rho, [spearman_rho(a, b) for a, b in zip(x, y)])
+
+
+def test_score_curves_are_cut_to_each_s_max_symmetrically():
+    s = torch.linspace(-2, 2, 17)
+    field = torch.arange(17.0)[None, :, None].expand(2, 17, 3)
+    curves = ScoreCurves("flat", s, field.long(), field, field, field, field, torch.zeros(3), torch.zeros(2, 1, 1, 1),
+                         unit=1.0)
+    for factor, kept in ((0.5, 5), (1.0, 9), (2.0, 17)):
+        cut = curves.within(factor)
+        assert len(cut.s) == kept and torch.equal(cut.s, -cut.s.flip(0)) and cut.own.shape == (2, kept, 3)
+    with pytest.raises(ValueError, match="beyond the computed grid"):
+        curves.within(3.0)
+
+
+def test_the_protocol_parameters_measured_are_those_expected_declares():
+    specs = expected.load()
+    for claim in ("CV-2", "CV-3", "CV-4", "CV-5"):
+        (p,) = specs[claim].parameters
+        assert (p.name, p.default, p.values) == ("s_max", S_MAX_DEFAULT, S_MAX_FACTORS)
+    for claim in ("CV-6", "CV-7", "CV-8", "CV-9"):
+        (p,) = specs[claim].parameters
+        assert (p.name, p.default, p.values) == ("subspace_fraction", FRACTION_DEFAULT, FRACTIONS)

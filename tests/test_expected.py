@@ -17,6 +17,8 @@ statistic = "s"
 description = "d"
 comparator = ">"
 threshold = 1.0
+basis = "paper"
+basis_note = "Table 1"
 [[claims.X-1.values]]
 statistic = "v"
 description = "d"
@@ -58,6 +60,15 @@ def test_a_good_file_parses_and_expectations_resolve_most_specific_first():
     ("[claims.X-1]\ntitle='t'\nsource='s'\n", "at least one"),
     ("claims = 3", "needs a"),
     ("[claims.X-1\n", "not valid TOML"),
+    (GOOD.replace('basis = "paper"\n', ''), "missing field 'basis'"),
+    (GOOD.replace('basis = "paper"', 'basis = "ours"'), "basis must be one of"),
+    (GOOD.replace('basis_note = "Table 1"', 'basis_note = " "'), "basis_note must say"),
+    (GOOD.replace('basis_note = "Table 1"', 'basis_note = "Table 1"\nthreshold_range = [0.5, 2.0]'),
+     "a threshold the paper states has no range"),
+    (GOOD.replace('basis = "paper"', 'basis = "protocol"').replace(
+        'basis_note = "Table 1"', 'basis_note = "ours"\nthreshold_range = [1.5, 2.0]'), "around the threshold"),
+    (GOOD + '[[claims.X-1.parameters]]\nname = "s"\ndescription = "d"\ndefault = 3.0\nvalues = [1.0, 2.0]\n'
+            'basis_note = "b"\n', "the default among them"),
 ])
 def test_malformed_files_name_the_problem(broken, message):
     with pytest.raises(expected.ExpectedError, match=message):
@@ -173,3 +184,20 @@ def test_an_unreadable_file_names_the_file(tmp_path, content):
     path.mkdir() if content is None else path.write_bytes(content)
     with pytest.raises(expected.ExpectedError, match=r"curvature\.toml: cannot be read as UTF-8 TOML"):
         expected.load(tmp_path)
+
+
+def test_every_check_of_the_repository_says_where_its_threshold_comes_from():
+    for spec in expected.load().values():
+        for c in spec.checks:
+            assert c.basis in ("paper", "protocol") and c.basis_note.strip(), (spec.id, c.statistic)
+            assert c.threshold_range is None or c.basis == "protocol"
+
+
+def test_protocol_parameters_and_threshold_ranges_parse():
+    text = GOOD.replace('basis = "paper"', 'basis = "protocol"').replace(
+        'basis_note = "Table 1"', 'basis_note = "ours"\nthreshold_range = [0.5, 2.0]')
+    text += ('[[claims.X-1.parameters]]\nname = "s_max"\ndescription = "d"\ndefault = 1.0\nvalues = [0.5, 1.0, 2.0]\n'
+             'basis_note = "the paper states no range"\n')
+    spec = expected.parse(text, paper="curvature")["X-1"]
+    assert spec.checks[0].threshold_range == (0.5, 2.0)
+    assert spec.parameters[0].name == "s_max" and spec.parameters[0].values == (0.5, 1.0, 2.0)

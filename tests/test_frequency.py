@@ -88,3 +88,13 @@ def test_negative_radius_is_rejected():
 def test_full_radius_is_the_corner_distance():
     assert F.full_radius(32, 32) == math.ceil(math.hypot(16, 16))
     assert F.full_radius(28, 28) == 20
+
+
+@given(h=sizes, w=sizes, r=radii, outside=weights, seed=seeds)
+@settings(deadline=None, max_examples=40)
+def test_the_filters_equal_masking_the_centred_spectrum(h, w, r, outside, seed):
+    """low_pass / high_pass shift the mask instead of the batch's spectrum: the same values, bit for bit."""
+    x = images(seed, h=h, w=w)
+    mask = F.low_pass_mask(h, w, r, outside=outside)
+    assert torch.equal(F.low_pass(x, r, outside=outside), F.inverse(F.spectrum(x) * mask))
+    assert torch.equal(F.high_pass(x, r, outside=outside), F.inverse(F.spectrum(x) * (1 - mask)))

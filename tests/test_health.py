@@ -130,6 +130,8 @@ def test_a_claim_on_an_unhealthy_model_errors_in_one_line_and_gives_no_verdict(p
         description = "d"
         comparator = ">"
         threshold = 0.0
+        basis = "protocol"
+        basis_note = "a test"
     '''))
     pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
     pytester.makepyfile(test_claim=textwrap.dedent('''

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advclaims import models
-from advclaims.analysis.info_bottleneck import _spearman_of_means
+from advclaims.analysis.info_bottleneck import _norm_values, _perturbations, _spearman_of_means
 from advclaims.analysis.info_bottleneck_features import (ChannelMasks, Split, decompose, fit_channel_masks,
-                                                         information_loss, masked_predictions, spatial_variance,
+                                                         information_loss, masked_predictions, predictions_of_channels,
+                                                         random_channel_masks, spatial_variance,
                                                          split_at_last_conv_block)
 from advclaims.analysis.info_bottleneck_suite import attack_params
 from advclaims.attacks.nrf import nrf
@@ -99,6 +102,23 @@ def test_masks_partition_the_channels_and_the_parts_add_up_to_z_exactly(case):
     assert torch.equal(z_nr[robust], torch.zeros_like(z_nr[robust]))
 
 
+@pytest.mark.parametrize("arch,side", [("vgg16_bn", 28), ("wrn28_10", 8)])
+def test_fitted_masks_partition_the_channels_and_the_parts_add_up_to_z_exactly(arch, side):
+    # IB-1's Z = Z_r + Z_nr and the partition hold by construction (i_nr = 1 - i_r): checked here, not in expected/
+    torch.manual_seed(0)
+    net = models.build(arch, in_channels=1, num_classes=NUM_CLASSES, width=1).eval()
+    split = split_at_last_conv_block(net)
+    x, y = images(6, 0, side=side)
+    with torch.no_grad():
+        z = split.encode(x)
+    masks = fit_channel_masks(split, z, y, steps=5, batch_size=3)
+    i_r, i_nr = masks.index("robust"), masks.index("non_robust")
+    assert torch.equal(i_r + i_nr, torch.ones_like(i_r)) and torch.equal(i_r * i_nr, torch.zeros_like(i_r))
+    z_r, z_nr = decompose(z, masks)
+    assert torch.equal(z_r + z_nr, z)
+    assert torch.equal(masks.robust, masks.sigma.pow(2) > masks.threshold[:, None])  # Eq. 5: sigma^2 > T
+
+
 @settings(deadline=None, max_examples=15)
 @given(seeds, st.integers(2, 7), st.integers(1, 4))
 def test_fitting_again_with_the_same_seed_gives_the_same_masks(seed, n, batch_size):
@@ -157,6 +177,34 @@ def test_the_split_recomposes_the_model(arch, width, side):
         assert z.shape[2:] == (2, 2)  # before the last max-pool: a spatial variance exists
     preds = masked_predictions(split, z, masks_of(torch.ones(3, z.shape[1], dtype=torch.bool)))
     assert torch.equal(preds["robust"], preds["int"])
+
+
+@settings(deadline=None)
+@given(seeds, st.integers(1, 6), st.integers(1, 9), st.integers(1, 4))
+def test_random_channel_masks_keep_each_images_count_and_follow_the_seed(seed, n, channels, draws):
+    counts = torch.randint(0, channels + 1, (n,), generator=torch.Generator().manual_seed(seed))
+    masks = random_channel_masks(counts, channels, draws=draws, seed=seed)
+    assert masks.shape == (draws, n, channels) and masks.dtype == torch.bool
+    assert torch.equal(masks.sum(-1), counts.expand(draws, n))
+    assert torch.equal(masks, random_channel_masks(counts, channels, draws=draws, seed=seed))
+
+
+def test_random_channel_masks_choose_every_channel_alike():
+    masks = random_channel_masks(torch.full((50,), 3), 6, draws=40, seed=1)
+    share = masks.float().mean(dim=(0, 1))  # 3 of 6 channels: each chosen half the time
+    assert torch.allclose(share, torch.full((6,), 0.5), atol=0.05)
+    assert not torch.equal(masks, random_channel_masks(torch.full((50,), 3), 6, draws=40, seed=2))
+    with pytest.raises(ValueError, match="counts"):
+        random_channel_masks(torch.tensor([7]), 6, draws=1, seed=0)
+
+
+def test_predictions_of_channels_are_the_masked_predictions():
+    split = tiny_split()
+    z = torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(4))
+    robust = torch.rand(5, 3, generator=torch.Generator().manual_seed(5)) < 0.5
+    preds = masked_predictions(split, z, masks_of(robust))
+    assert torch.equal(predictions_of_channels(split, z, robust), preds["robust"])
+    assert torch.equal(predictions_of_channels(split, z, ~robust), preds["non_robust"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +297,27 @@ def test_attack_settings_follow_the_authors_code():
     assert attack_params("rf_min", eps)["channels"] == "robust"
     with pytest.raises(ValueError, match="unknown attack"):
         attack_params("apgd", eps)
+
+
+def test_perturbation_norms_are_read_over_successful_attacks_only():
+    # IB-5: C&W-style attacks return x where they fail; a mean over all images would count those as norm 0
+    x = torch.zeros(5, 1, 2, 2)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = 0.3   # success beyond eps 0.1
+    x_adv[1, 0, 1, 1] = 0.05  # success within eps
+    x_adv[2, 0, 1, 0] = 1e-7  # an image misclassified already: moved by rounding, not a success
+    successful = np.array([True, True, False, False, False])
+    p = _perturbations(SimpleNamespace(x=x, x_adv=x_adv), successful, 0.1)
+    assert p["beyond_eps"].tolist() == [True, False]
+    values = _norm_values({"nrf": p})
+    assert values["nrf_successful_fraction"] == pytest.approx(0.4)
+    assert values["nrf_linf_of_successful"] == pytest.approx(0.175)
+    assert values["nrf_l2_of_successful"] == pytest.approx(0.175)
+    assert values["nrf_beyond_eps_fraction"] == 0.5
+    failed = _perturbations(SimpleNamespace(x=x, x_adv=x.clone()), np.zeros(5, dtype=bool), 0.1)
+    assert _norm_values({"cw": failed}) == {"cw_successful_fraction": 0.0}
+    confined = x + 0.1  # on the eps-ball's edge, float rounding included, is not beyond it
+    assert not _perturbations(SimpleNamespace(x=x, x_adv=confined), np.ones(5, dtype=bool), 0.1)["beyond_eps"].any()
 
 
 def test_the_spearman_statistic_reads_the_trend_of_the_means():

@@ -155,3 +155,83 @@ def test_too_few_failed_attacks_is_an_error_that_says_so():
         y = model.module(x).argmax(1)
     with pytest.raises(ValueError, match="successful attacks"):
         lp.outcome_groups(model, attack_set(x, x.clone(), y))  # nothing changes: no attack succeeds
+
+
+# --- by construction: kept out of expected/ ---------------------------------------------------
+
+zero_one_curves = st.integers(2, 12).flatmap(lambda n: st.lists(
+    st.lists(st.sampled_from([0.0, 1.0]), min_size=n, max_size=n), min_size=2, max_size=8))
+
+
+@given(curve=zero_one_curves)
+@settings(deadline=None, max_examples=40)
+def test_the_peak_of_a_curve_is_never_below_its_final_value_so_lp2_does_not_check_it(curve):
+    """LP-2's 'the peak is at or above the final robustness' holds for every curve: the peak is a maximum over
+    radii that include the full spectrum. It is a value in the report, never a check."""
+    c = np.array(curve).T  # images x radii
+    assert lpf.peak_fall(c) >= 0.0
+
+
+# --- the ceiling of Max near the input (LP-8, LP-9, LP-11) -------------------------------------
+
+
+def test_the_first_conv_max_reaches_its_ceiling_exactly_when_the_perturbation_follows_a_kernels_signs():
+    from advclaims.analysis.responses import max_bound, response_differences
+    model = tiny().module
+    with torch.no_grad():
+        model.normalize.std.fill_(0.25)  # the ceiling scales with eps / std whatever the dataset
+    eps = 0.1
+    w = model.conv1.weight.detach()
+    k = int(w.abs().sum((1, 2, 3)).argmax())
+    bound = max_bound(model, "conv1", eps)
+    assert bound == pytest.approx(float(w[k].abs().sum()) * eps / 0.25, rel=1e-5)
+    x = torch.full((1, 1, 8, 8), 0.5)
+    delta = torch.zeros_like(x)
+    delta[0, 0, 2:5, 2:5] = eps * torch.sign(w[k, 0])  # one 3x3 patch aligned with the largest kernel
+    d = response_differences(model, x, x + delta, layers=("conv1", "layer0"))
+    assert float(d["conv1"]["max"][0]) == pytest.approx(bound, rel=1e-4)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(16, 1, 8, 8, generator=g) * 0.8 + 0.1
+    random = (x + eps * (2 * torch.rand(x.shape, generator=g) - 1))
+    d = response_differences(model, x, random, layers=("conv1", "layer0"))
+    assert bool((d["conv1"]["max"] <= bound * (1 + 1e-5)).all())
+    assert bool((d["layer0"]["max"] <= max_bound(model, "layer0", eps) * (1 + 1e-5)).all())
+    assert max_bound(model, "layer1", eps) is None  # no ceiling known past the stem
+
+
+def test_a_max_ratio_whose_groups_sit_at_their_ceiling_is_uninformative_with_the_reason():
+    rng = np.random.default_rng(0)
+    n = 40
+    bound = 2.0
+    d = {"conv1": {"max": torch.full((n,), bound), "total": torch.tensor(rng.random(n) + 1)},
+         "layer4": {"max": torch.tensor(rng.random(n) + 1), "total": torch.tensor(rng.random(n) + 1)}}
+    d["conv1"]["max"][:5] = 0.9 * bound  # near-saturated: not every image at the ceiling, most are
+    success = np.arange(n) % 2 == 0
+    m = lp.outcome_comparison(d, success, ~success, layers=("conv1", "layer4"),
+                              bounds={"conv1": bound, "layer4": None})
+    for name in ("max_ratio_conv1", "max_ratio_deviation_conv1"):
+        assert "saturates" in m.statistics[name].uninformative
+    for name in ("total_ratio_conv1", "max_ratio_layer4", "total_ratio_layer4_one_sided"):
+        assert m.statistics[name].uninformative is None
+    assert any("Conv1 Max saturates" in note for note in m.notes)
+    below = lp.outcome_comparison({**d, "conv1": {**d["conv1"], "max": 0.5 * d["conv1"]["max"]}}, success, ~success,
+                                  layers=("conv1", "layer4"), bounds={"conv1": bound, "layer4": None})
+    assert below.statistics["max_ratio_conv1"].uninformative is None
+
+
+# --- LP-5: accuracy above chance agreement over a range of radii ------------------------------
+
+
+def test_one_class_predicted_everywhere_is_exactly_at_chance_whatever_the_class_shares():
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    above = lpf.accuracy_above_chance(np.zeros((10, 4), dtype=int), y, 3)
+    assert above(np.arange(10)) == pytest.approx(0.0)  # accuracy 0.6 = the predicted class's share
+    perfect = lpf.accuracy_above_chance(np.repeat(y[:, None], 4, 1), y, 3)
+    assert perfect(np.arange(10)) == pytest.approx(1 - (0.6 ** 2 + 0.3 ** 2 + 0.1 ** 2))
+
+
+def test_the_high_pass_range_runs_from_radius_one_to_a_fraction_of_the_side():
+    x = torch.zeros(1, 1, 28, 28)
+    assert lpf.high_pass_radii(x, 0.25) == list(range(1, 8))
+    assert lpf.high_pass_radii(x, 0.01) == [1, 2]            # a range has at least two radii
+    assert lpf.high_pass_radii(x, 5.0)[-1] == lpf.radii_of(x)[-1]  # never past the full spectrum

@@ -16,6 +16,8 @@ EXPECTED = textwrap.dedent('''
     description = "d"
     comparator = ">"
     threshold = 0.0
+    basis = "protocol"
+    basis_note = "a test"
 
     [claims.LP-8]
     title = "t8"
@@ -25,6 +27,8 @@ EXPECTED = textwrap.dedent('''
     description = "d"
     comparator = ">"
     threshold = 0.0
+    basis = "protocol"
+    basis_note = "a test"
     [claims.LP-8.expect."fashion_mnist.smoke"]
     verdict = "contradicted"
     reason = "a recorded finding"
@@ -308,3 +312,68 @@ def test_preflight_reports_ran_or_error_time_and_memory_and_gives_no_verdict(pro
     assert rows["fashion_mnist"]["outcome"] == "ran" and rows["cifar10"]["outcome"] == "error"
     assert all(r["wall_seconds"] >= 0 and r["peak_memory_mib"] > 0 for r in rows.values())
     assert "| LP-7 | fashion_mnist | ran |" in (out / "preflight.md").read_text()
+
+
+SENSITIVE_EXPECTED = textwrap.dedent('''
+    [claims.LP-7]
+    title = "t"
+    source = "s"
+    [[claims.LP-7.parameters]]
+    name = "radius"
+    description = "d"
+    default = 1.0
+    values = [0.5, 1.0, 2.0]
+    basis_note = "ours"
+    [[claims.LP-7.checks]]
+    statistic = "diff"
+    description = "d"
+    comparator = ">"
+    threshold = 0.0
+    basis = "protocol"
+    basis_note = "ours"
+    threshold_range = [0.0, 0.5]
+    [[claims.LP-7.checks]]
+    statistic = "saturated"
+    description = "the same on every image"
+    comparator = "<"
+    threshold = 0.0
+    basis = "protocol"
+    basis_note = "ours"
+''')
+
+SENSITIVE = textwrap.dedent('''
+    import numpy as np
+    import pytest
+    from advclaims import stats
+    from advclaims.measurement import Measurement
+    from advclaims.plugin import on_datasets
+
+    @pytest.fixture
+    def dataset(request):
+        return request.param
+
+    def around(v):
+        return stats.mean(np.random.default_rng(0).normal(v, 0.05, 200))
+
+    @pytest.mark.claim("LP-7")
+    @on_datasets("fashion_mnist")
+    def test_sensitive(dataset, check):
+        check(Measurement(statistics={"diff": around(0.3), "saturated": stats.mean(np.full(50, 1.7))}, n=200,
+                          sensitivity={"radius": {"0.5": {"diff": around(-0.3)}, "2": {"diff": around(0.6)}}}))
+''')
+
+
+def test_the_verdict_across_our_choices_says_what_it_depends_on_and_saturated_checks_never_decide(project,
+                                                                                                   tmp_path):
+    (project.path / "expected" / "local_properties.toml").write_text(SENSITIVE_EXPECTED)
+    project.makepyfile(test_sensitive=SENSITIVE)
+    result = project.runpytest("test_sensitive.py", "--repro-seeds=1", f"--repro-report={tmp_path / 'r'}")
+    result.assert_outcomes(passed=1)  # decided at the defaults; the saturated check (1.7, "< 0") does not count
+    [record] = json.loads((tmp_path / "r" / "report.json").read_text())["claims"]
+    checks = {c["statistic"]: c for c in record["checks"]}
+    assert record["verdict"] == "reproduced" and checks["saturated"]["verdict"] == "uninformative"
+    assert checks["diff"]["verdict_across_threshold"] == {"0": "reproduced", "0.5": "contradicted"}
+    assert [r["verdict"] for r in record["sensitivity"]] == ["contradicted", "reproduced", "reproduced"]
+    assert record["depends_on"] == ["radius", "the threshold of diff (ours: 0 to 0.5)"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "depends on radius" in md and "Verdict across our protocol parameters" in md

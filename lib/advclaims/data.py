@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import pickle
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +299,9 @@ def _decode_rgb(path: Path, size: int) -> np.ndarray:
     from torchvision.transforms.v2.functional import center_crop, resize
 
     try:
-        img = decode_image(str(path), mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (once per image, 16000 lines)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError, OSError) as err:
         raise DatasetCorrupt(f"{path} cannot be decoded as an image ({err}); replace or remove it") from err
     if img.shape[-1] != size or img.shape[-2] != size:

@@ -197,9 +197,7 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
 
 
 def _basis(table: dict, where: str) -> tuple[str | None, str | None]:
-    """basis = "paper" | "protocol" with its basis_note (both or neither)."""
-    if "basis" not in table and "basis_note" not in table:
-        return None, None
+    """basis = "paper" | "protocol" with its basis_note: every check says where its threshold comes from."""
     basis = _need(table, "basis", str, where)
     if basis not in BASES:
         raise ExpectedError(f"{where}: basis must be one of {BASES}, got {basis!r}")
@@ -250,6 +248,18 @@ def parse(text: str, *, paper: str, where: str = "<expected>") -> dict[str, Clai
     if not isinstance(claims, dict) or not claims:
         raise ExpectedError(f"{where}: needs a [claims.<ID>] table per claim")
     return {cid: _parse_claim(cid, table, paper, where) for cid, table in claims.items()}
+
+
+def papers(directory: str | Path | None = None) -> dict[str, dict]:
+    """Each paper file's ``[paper]`` table (title, authors, venue, note): whom the claims are from."""
+    directory = Path(directory) if directory is not None else EXPECTED_DIR
+    out = {}
+    for path in sorted(directory.glob("*.toml")):
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("paper", {})
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise ExpectedError(f"{path}: [paper] must be a table of strings (title, authors, venue, note)")
+        out[path.stem] = table
+    return out
 
 
 def load(directory: str | Path | None = None) -> dict[str, ClaimSpec]:

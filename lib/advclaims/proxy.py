@@ -19,6 +19,7 @@ import gzip
 import json
 import pickle
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,9 @@ def _rows(x: np.ndarray) -> np.ndarray:
 def _jpeg(path: Path, img: np.ndarray) -> None:
     from torchvision.io import encode_jpeg
 
-    path.write_bytes(encode_jpeg(torch.from_numpy(img), quality=95).numpy().tobytes())
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its encoders
+        warnings.simplefilter("ignore", DeprecationWarning)
+        path.write_bytes(encode_jpeg(torch.from_numpy(img), quality=95).numpy().tobytes())
 
 
 def _mnist(root: Path, n_train: int, n_test: int, source: Path | None) -> None:

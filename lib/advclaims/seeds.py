@@ -84,9 +84,17 @@ def pool(measurements: list[Measurement], seeds: tuple[int, ...]) -> Measurement
                                       for k in checks} for point, checks in grid.items()}
     return Measurement(
         statistics={k: stats.pool([m.statistics[k] for m in measurements]) for k in names},
-        n=first.n, values=values, tables=first.tables, figures=first.figures, tests=tests,
-        notes=first.notes + [f"tables and figures show seed {seeds[0]}; statistics pool seeds {list(seeds)}"],
+        n=sum(m.n for m in measurements), values=values, tables=first.tables, figures=first.figures, tests=tests,
+        notes=_notes(measurements, seeds),
         sensitivity=sensitivity)
+
+
+def _notes(measurements: list[Measurement], seeds: tuple[int, ...]) -> list[str]:
+    """The first seed's notes, any other seed's that differ (marked with its seed), and what the tables show."""
+    out = list(measurements[0].notes)
+    for s, m in zip(seeds[1:], measurements[1:]):
+        out += [f"seed {s}: {n}" for n in m.notes if n not in measurements[0].notes]
+    return out + [f"tables and figures show seed {seeds[0]}; statistics pool seeds {list(seeds)}"]
 
 
 def coverage(seeds: tuple[int, ...], *, external: bool = False) -> str:

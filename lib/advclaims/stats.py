@@ -158,7 +158,10 @@ def pool(estimates: Sequence[Estimate], *, n_resamples: int = N_RESAMPLES, seed:
             low, high = np.quantile(pooled, [alpha, 1 - alpha])
         else:  # a seed whose own interval is undefined leaves the pooled one undefined: inconclusive
             low, high = float("nan"), float("nan")
-    uninformative = estimates[0].uninformative if all(e.uninformative for e in estimates) else None
+    # a statistic saturated on any seed is uninformative pooled: its interval would mix in a bound, not a response
+    flagged = [(i, e.uninformative) for i, e in enumerate(estimates) if e.uninformative]
+    uninformative = (None if not flagged else flagged[0][1] if len(flagged) == k else
+                     f"on {len(flagged)} of {k} seeds: {flagged[0][1]}")
     return Estimate(value, float(low), float(high), sum(e.n for e in estimates), confidence,
                     f"hierarchical bootstrap over {k} seeds and their images", pooled, tuple(estimates), uninformative)
 

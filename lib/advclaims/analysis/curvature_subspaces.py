@@ -6,7 +6,10 @@ top / bottom d right singular vectors of the L2-normalised DeepFool perturbation
 subtraction). An image is projected as the paper's mean-subtracted image i = x - mean: x_d = mean + Q Q^T (x - mean)
 (the training mean's orthogonal component added back; footnote 5).
 
-"Few directions": where one number is needed, a subspace spanning a quarter of the input dimensions.
+"Few directions" is ours (the paper reads it off Figs. 3-5): the protocol parameter ``subspace_fraction``, the
+share of the input dimensions a subspace spans where one number is needed. The claims are read at
+FRACTION_DEFAULT (Measurement.statistics) and at every other value of FRACTIONS
+(Measurement.sensitivity["subspace_fraction"]).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from ..evaluation import correct
 from ..measurement import Measurement
 from . import curvature_figures as cfig
 from .curvature import PrincipalCurvatures, Setup
-from .curvature_directions import over_images, spearman_rho
+from .curvature_directions import over_images, rank_correlation, spearman_rho
 
 KINDS = ("pos", "neg", "posneg", "flat")
+FRACTIONS = (0.125, 0.25, 0.5)   # "few directions": share of the input a subspace spans (subspace_fraction)
+FRACTION_DEFAULT = 0.25
 
 
 def orthonormal_basis(columns: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
@@ -136,12 +141,27 @@ def _accuracy_curve(model, x, y, mean_image, bases: dict[int, torch.Tensor]) -> 
     return {d: correct(model, project_images(x, q.to(x), mean_image), y).cpu().numpy() for d, q in bases.items()}
 
 
-def _quarter(dims: int) -> int:
-    return max(1, dims // 4)
+def few_dims(dims: int, fraction: float) -> int:
+    """The dimension of a "few directions" subspace: ``fraction`` of the input's ``dims``."""
+    return max(1, round(fraction * dims))
+
+
+def across_fractions(measure, fractions=FRACTIONS, default: float = FRACTION_DEFAULT):
+    """``measure(fraction) -> (statistics, row)`` at every fraction: the default's statistics, the others' as
+    Measurement.sensitivity["subspace_fraction"], and one table row per fraction."""
+    at = {f: measure(f) for f in fractions}
+    sensitivity = {"subspace_fraction": {f"{f:g}": st for f, (st, _) in at.items() if f != default}}
+    return at[default][0], sensitivity, [{"subspace_fraction": f, **row} for f, (_, row) in at.items()]
 
 
 def accuracy_in_curvature_subspaces(setup: Setup, curv: PrincipalCurvatures) -> Measurement:
-    """CV-6: accuracy of images projected onto S_pos, S_neg, S_pos∪neg, S_flat, for d from 0 to full."""
+    """CV-6: accuracy of images projected onto S_pos, S_neg, S_pos∪neg, S_flat, for d from 0 to full.
+
+    At a "few directions" fraction f: S_pos∪neg and S_flat spanning f of the input (d per class chosen so), and
+    "removing the flat subspace" (Sec. 4.1: "it should be possible to disregard the 'flat' directions"): that same
+    S_flat, projected out; the kept space is its orthogonal complement, (1 - f) of the input, and the table gives
+    the share of S_pos∪neg lying inside it (the curved directions the paper means to keep).
+    """
     model, x, y = setup.net, setup.test_x, setup.test_y
     dims, n_cls = curv.dims, len(curv.classes)
     mean = curv.mean_image.to(x)
@@ -152,21 +172,28 @@ def accuracy_in_curvature_subspaces(setup: Setup, curv: PrincipalCurvatures) -> 
         acc = _accuracy_curve(model, x, y, mean, bases)
         curves[kind] = [(bases[d].shape[1], float(acc[d].mean())) for d in bases]
         rows += [{"subspace": kind, "d": d, "dims": bases[d].shape[1], "accuracy": float(acc[d].mean())} for d in bases]
-    quarter = _quarter(dims)
-    q_curved = curvature_subspace(curv, "posneg", per_class_for(quarter, "posneg", n_cls))
-    q_flat = curvature_subspace(curv, "flat", per_class_for(quarter, "flat", n_cls))
-    flat_3q = curvature_subspace(curv, "flat", per_class_for(dims - quarter, "flat", n_cls))
-    acc_curved = correct(model, project_images(x, q_curved.to(x), mean), y).cpu().numpy()
-    acc_flat = correct(model, project_images(x, q_flat.to(x), mean), y).cpu().numpy()
-    acc_no_flat = correct(model, mean + complement(x - mean, flat_3q.to(x)), y).cpu().numpy()
+
+    def at(fraction):
+        k = few_dims(dims, fraction)
+        d_curved, d_flat = per_class_for(k, "posneg", n_cls), per_class_for(k, "flat", n_cls)
+        q_curved, q_flat = curvature_subspace(curv, "posneg", d_curved), curvature_subspace(curv, "flat", d_flat)
+        acc_curved = correct(model, project_images(x, q_curved.to(x), mean), y).cpu().numpy()
+        acc_flat = correct(model, project_images(x, q_flat.to(x), mean), y).cpu().numpy()
+        acc_no_flat = correct(model, mean + complement(x - mean, q_flat.to(x)), y).cpu().numpy()
+        curved_kept = float(complement(q_curved.T, q_flat).norm() ** 2 / q_curved.shape[1])
+        statistics = {"curved_accuracy_drop": stats.mean_difference(clean, acc_curved),
+                      "flat_accuracy_above_chance": stats.mean(acc_flat - 1.0 / n_cls),
+                      "flat_removed_accuracy_drop": stats.mean_difference(clean, acc_no_flat)}
+        return statistics, {"curved_per_class": 2 * d_curved, "curved_dims": q_curved.shape[1],
+                            "curved_accuracy": float(acc_curved.mean()), "flat_per_class": d_flat,
+                            "flat_dims": q_flat.shape[1], "flat_accuracy": float(acc_flat.mean()),
+                            "flat_removed_dims": q_flat.shape[1], "kept_dims": dims - q_flat.shape[1],
+                            "curved_share_in_kept": curved_kept, "flat_removed_accuracy": float(acc_no_flat.mean())}
+    statistics, sensitivity, few = across_fractions(at)
     return Measurement(
-        statistics={"curved_quarter_accuracy_drop": stats.mean_difference(clean, acc_curved),
-                    "flat_quarter_accuracy_above_chance": stats.mean(acc_flat - 1.0 / n_cls),
-                    "flat_removed_accuracy_drop": stats.mean_difference(clean, acc_no_flat)},
-        n=len(y),
-        values={"clean_accuracy": float(clean.mean()), "curved_quarter_dims": q_curved.shape[1],
-                "flat_quarter_dims": q_flat.shape[1], "flat_removed_dims": flat_3q.shape[1]},
-        tables={"accuracy_by_subspace": rows},
+        statistics=statistics, n=len(y), sensitivity=sensitivity,
+        values={"clean_accuracy": float(clean.mean()), "input_dims": dims},
+        tables={"accuracy_by_subspace": rows, "few_directions": few},
         figures={"fig3_accuracy": lambda path: cfig.subspace_curves(
             path, curves, ylabel="test accuracy", reference=float(clean.mean()), chance=1.0 / n_cls,
             title=f"Fig. 3 (top): accuracy on projected test images ({curv.model_label})")},
@@ -202,23 +229,30 @@ def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_im
             "random": torch.randn(x.shape, generator=g).to(x)}
 
 
+PERTURBATIONS = ("deepfool", "fgsm", "uap", "saliency")
+
+
 def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set) -> Measurement:
-    """CV-7: fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces."""
+    """CV-7: fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces, each
+    spanning a "few directions" fraction of the input; a Gaussian random vector per image is the baseline."""
     directions = attack_directions(setup, deepfool_set, seed=setup.seed)
     dims, n_cls = curv.dims, len(curv.classes)
-    quarter = _quarter(dims)
-    q_curved = curvature_subspace(curv, "posneg", per_class_for(quarter, "posneg", n_cls))
-    q_flat = curvature_subspace(curv, "flat", per_class_for(quarter, "flat", n_cls))
-    statistics, values = {}, {}
-    random_curved = norm_fraction(directions["random"], q_curved)
-    for name in ("deepfool", "fgsm", "uap", "saliency"):
-        v = directions[name]
-        f_curved, f_flat = norm_fraction(v, q_curved), norm_fraction(v, q_flat)
-        statistics[f"{name}_curved_minus_flat"] = stats.mean_difference(f_curved, f_flat)
-        statistics[f"{name}_curved_minus_random"] = stats.mean_difference(f_curved, random_curved, paired=False)
-        values[f"{name}_fraction_curved"] = float(f_curved.mean())
-        values[f"{name}_fraction_flat"] = float(f_flat.mean())
-    values["random_fraction_curved"] = float(random_curved.mean())
+
+    def at(fraction):
+        k = few_dims(dims, fraction)
+        q_curved = curvature_subspace(curv, "posneg", per_class_for(k, "posneg", n_cls))
+        q_flat = curvature_subspace(curv, "flat", per_class_for(k, "flat", n_cls))
+        statistics, row = {}, {"curved_dims": q_curved.shape[1], "flat_dims": q_flat.shape[1]}
+        random_curved = norm_fraction(directions["random"], q_curved)
+        for name in PERTURBATIONS:
+            v = directions[name]
+            f_curved, f_flat = norm_fraction(v, q_curved), norm_fraction(v, q_flat)
+            statistics[f"{name}_curved_minus_flat"] = stats.mean_difference(f_curved, f_flat)
+            statistics[f"{name}_curved_minus_random"] = stats.mean_difference(f_curved, random_curved, paired=False)
+            row[f"{name}_curved"], row[f"{name}_flat"] = float(f_curved.mean()), float(f_flat.mean())
+        row["random_curved"] = float(random_curved.mean())
+        return statistics, row
+    statistics, sensitivity, few = across_fractions(at)
     curves, rows = {}, []
     for kind in KINDS:
         for d, q in curvature_subspaces(curv, kind, d_grid(dims)).items():
@@ -226,10 +260,11 @@ def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set
                 frac = float(norm_fraction(v, q).mean())
                 curves.setdefault(name, {}).setdefault(kind, []).append((q.shape[1], frac))
                 rows.append({"subspace": kind, "d": d, "dims": q.shape[1], "perturbation": name, "norm_fraction": frac})
+    default = next(r for r in few if r["subspace_fraction"] == FRACTION_DEFAULT)
     return Measurement(
-        statistics=statistics, n=len(directions["deepfool"]),
-        values={**values, "quarter_dims_curved": q_curved.shape[1], "quarter_dims_flat": q_flat.shape[1]},
-        tables={"norm_fraction_by_subspace": rows},
+        statistics=statistics, n=len(directions["deepfool"]), sensitivity=sensitivity,
+        values={k: v for k, v in default.items() if k != "subspace_fraction"},
+        tables={"norm_fraction_by_subspace": rows, "few_directions": few},
         figures={"fig3_norm_fractions": lambda path: cfig.fraction_panels(path, curves, title=(
             f"Fig. 3 (bottom): fraction of L2 norm in each subspace ({curv.model_label})"))},
     )
@@ -241,48 +276,88 @@ def accuracy_in_svd_subspaces(setup: Setup, svd: SvdBasis) -> Measurement:
     dims = svd.vectors.shape[0]
     mean = setup.mean_image.to(x)
     clean = correct(model, x, y).cpu().numpy()
-    grid = [d for d in d_grid(dims) if d > 0] + [0]
+    few = {f: few_dims(dims, f) for f in FRACTIONS}
+    grid = sorted(set(d_grid(dims)) | set(few.values()))
     curves, rows, acc = {}, [], {}
     for name, pick in (("hi", svd.hi), ("lo", svd.lo)):
-        acc[name] = _accuracy_curve(model, x, y, mean, {d: pick(d) for d in sorted(set(grid) | {_quarter(dims)})})
+        acc[name] = _accuracy_curve(model, x, y, mean, {d: pick(d) for d in grid})
         curves[name] = [(d, float(a.mean())) for d, a in sorted(acc[name].items())]
         rows += [{"subspace": f"S_{name}", "d": d, "accuracy": float(a.mean())} for d, a in sorted(acc[name].items())]
-    q = _quarter(dims)
+
+    def at(fraction):
+        k = few[fraction]
+        return ({"hi_accuracy_drop": stats.mean_difference(clean, acc["hi"][k]),
+                 "lo_accuracy_drop": stats.mean_difference(clean, acc["lo"][k])},
+                {"dims": k, "hi_accuracy": float(acc["hi"][k].mean()), "lo_accuracy": float(acc["lo"][k].mean())})
+    statistics, sensitivity, few_rows = across_fractions(at)
     return Measurement(
-        statistics={"hi_quarter_accuracy_drop": stats.mean_difference(clean, acc["hi"][q]),
-                    "lo_quarter_accuracy_drop": stats.mean_difference(clean, acc["lo"][q])},
-        n=len(y), values={"clean_accuracy": float(clean.mean()), "quarter_dims": q, "svd_images": svd.images},
-        tables={"accuracy_by_svd_subspace": rows},
+        statistics=statistics, n=len(y), sensitivity=sensitivity,
+        values={"clean_accuracy": float(clean.mean()), "few_dims": few[FRACTION_DEFAULT], "svd_images": svd.images},
+        tables={"accuracy_by_svd_subspace": rows, "few_directions": few_rows},
         figures={"fig4": lambda path: cfig.subspace_curves(
             path, curves, ylabel="test accuracy", reference=float(clean.mean()), chance=None,
             title=f"Fig. 4: accuracy on S_hi / S_lo of DeepFool perturbations ({label})")},
     )
 
 
+def random_subspace(dims: int, k: int, *, seed: int = 0) -> torch.Tensor:
+    """An orthonormal basis (dims, k) of a uniformly random k-dimensional subspace (QR of a Gaussian matrix)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(dims, k, generator=g, dtype=torch.float64))[0].float()
+
+
 def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | None = None) -> Measurement:
-    """CV-9: DeepFool confined to S_hi(d): its mean norm falls with d, inversely to the image's projection norm."""
+    """CV-9: DeepFool confined to S_hi(d): the norm it needs, and its relation to the image's projection.
+
+    Over d (Fig. 5) the mean confined norm falls while the mean projection norm rises; for nested subspaces both
+    hold by construction (a larger subspace holds every smaller one's perturbations and more of each image), so
+    they are shown, not checked. Checked, at a "few directions" d: confined to S_hi(d), DeepFool needs less norm
+    than confined to a random subspace of the same dimension (the attack "must exploit genuine classification
+    directions in order to achieve low norm", Sec. 4.3); and across images, those with a larger projection onto
+    S_hi(d) need a smaller confined perturbation (Spearman over images; Fig. 5's inverse relation, image by image).
+    """
     model, x, label = setup.net, setup.test_x[:setup.settings.confined_images], setup.label
     dims = svd.vectors.shape[0]
-    grid = grid or [d for d in d_grid(dims) if d >= 4]
+    few = {f: few_dims(dims, f) for f in FRACTIONS}
+    grid = grid or sorted({d for d in d_grid(dims) if d >= 4} | set(few.values()))
     mean = setup.mean_image.to(x)
-    norms, proj, success, rows = [], [], [], []
+    norms, proj, success, rows = {}, {}, {}, []
     for d in grid:
         q = svd.hi(d).to(x)
         res = confined_deepfool(model, x, q)
-        norms.append(res.perturbation.flatten(1).norm(dim=1).cpu().numpy())
-        proj.append(((x - mean).flatten(1) @ q).norm(dim=1).cpu().numpy())
-        success.append(res.success.float().cpu().numpy())
-        rows.append({"d": d, "confined_deepfool_norm": float(norms[-1].mean()),
-                     "projection_norm": float(proj[-1].mean()), "success": float(success[-1].mean()),
+        norms[d] = res.perturbation.flatten(1).norm(dim=1).cpu().numpy()
+        proj[d] = ((x - mean).flatten(1) @ q).norm(dim=1).cpu().numpy()
+        success[d] = res.success.cpu().numpy()
+        rows.append({"d": d, "confined_deepfool_norm": float(norms[d].mean()),
+                     "projection_norm": float(proj[d].mean()), "success": float(success[d].mean()),
                      "iterations": float(res.iterations.float().mean())})
-    norms_m, proj_m = np.stack(norms, 1), np.stack(proj, 1)       # (n, len(grid))
     n = len(x)
-    statistics = {
-        "norm_trend_with_d": over_images(lambda i: spearman_rho(grid, norms_m[i].mean(0)), n),
-        "norm_vs_projection": over_images(lambda i: spearman_rho(proj_m[i].mean(0), norms_m[i].mean(0)), n),
-    }
+    image_norm = (x - mean).flatten(1).norm(dim=1).clamp_min(1e-12).cpu().numpy()
+
+    def at(fraction):
+        k = few[fraction]
+        rand = confined_deepfool(model, x, random_subspace(dims, k, seed=setup.seed).to(x))
+        rand_norm, rand_ok = rand.perturbation.flatten(1).norm(dim=1).cpu().numpy(), rand.success.cpu().numpy()
+        both, ok = success[k] & rand_ok, success[k]
+        if int(both.sum()) < 2 or int(ok.sum()) < 3:
+            raise stats.Unmeasurable(f"confined DeepFool succeeded on {int(ok.sum())} of {n} images in S_hi({k}) and "
+                                     f"on {int(both.sum())} in both S_hi({k}) and a random {k}-dimensional subspace")
+        p_ok, n_ok = proj[k][ok], norms[k][ok]
+        statistics = {"hi_over_random_norm": stats.ratio_of_means(norms[k][both], rand_norm[both]),
+                      "norm_vs_projection_rho": over_images(lambda i: rank_correlation(p_ok[i], n_ok[i]), len(p_ok))}
+        # shown, not checked: the same with the share of the image inside S_hi(d), free of the image's own norm
+        share_rho = spearman_rho(p_ok / image_norm[ok], n_ok)
+        return statistics, {"dims": k, "hi_norm": float(norms[k][both].mean()),
+                            "random_norm": float(rand_norm[both].mean()), "hi_success": float(ok.mean()),
+                            "random_success": float(rand_ok.mean()), "rho_images": int(ok.sum()),
+                            "rho_projection": statistics["norm_vs_projection_rho"].value,
+                            "rho_projection_share": share_rho}
+    statistics, sensitivity, few_rows = across_fractions(at)
+    mean_norms = [r["confined_deepfool_norm"] for r in rows]
     return Measurement(
-        statistics=statistics, n=n, values={"success_smallest_d": rows[0]["success"]},
-        tables={"confined_deepfool": rows},
+        statistics=statistics, n=n, sensitivity=sensitivity,
+        values={"success_smallest_d": rows[0]["success"], "norm_trend_with_d": spearman_rho(grid, mean_norms),
+                "projection_trend_with_d": spearman_rho(grid, [r["projection_norm"] for r in rows])},
+        tables={"confined_deepfool": rows, "few_directions": few_rows},
         figures={"fig5": lambda path: cfig.confined_norms(path, rows, title=f"Fig. 5: confined DeepFool ({label})")},
     )

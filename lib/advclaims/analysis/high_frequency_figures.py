@@ -10,25 +10,34 @@ from .figures import plt, save  # Agg is selected there, once for every figure m
 
 
 def split_half_ratios(path: Path, rows: list[dict], *, title: str, threshold: float = 0.3) -> None:
-    """HF-1: per stage, every class's split-half ratio (dots), the worst one with its 95% CI."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for i, r in enumerate(rows):
-        ax.scatter([i] * len(r["per_class"]), r["per_class"], s=10, color="#888888", zorder=2)
-        lo, hi = r["worst_ratio_ci"]
-        ax.errorbar([i], [r["worst_ratio"]], yerr=[[r["worst_ratio"] - lo], [hi - r["worst_ratio"]]], fmt="o",
-                    color="#C44E52", capsize=4, zorder=3, label="worst class (95% CI)" if i == 0 else None)
+    """HF-1: per stage, the worst class's split-half ratio with its 95% CI at each number of images per
+    class (the ratio is sampling noise: it falls as 1/sqrt(n)); every class's ratio (dots) at the largest."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    sizes = sorted({r["images_per_class"] for r in rows})
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    colors = ("#DD8452", "#55A868", "#C44E52", "#4C72B0")
+    for j, n in enumerate(sizes):
+        at = {r["layer"]: r for r in rows if r["images_per_class"] == n}
+        xs = [i + 0.12 * (j - (len(sizes) - 1) / 2) for i, layer in enumerate(layers) if layer in at]
+        worst = [at[layer]["worst_ratio"] for layer in layers if layer in at]
+        ci = np.array([at[layer]["worst_ratio_ci"] for layer in layers if layer in at])
+        ax.errorbar(xs, worst, yerr=[np.subtract(worst, ci[:, 0]), np.subtract(ci[:, 1], worst)], fmt="o",
+                    color=colors[j % len(colors)], capsize=3, zorder=3, label=f"worst class, {n} a class (95% CI)")
+        if n == sizes[-1]:
+            for x, layer in zip(xs, [layer for layer in layers if layer in at]):
+                ax.scatter([x] * len(at[layer]["per_class"]), at[layer]["per_class"], s=8, color="#888888", zorder=2)
     ax.axhline(threshold, ls="--", color="black", lw=1, label=f"claimed bound {threshold:g}")
-    ax.set_xticks(range(len(rows)), [r["layer"] for r in rows], fontsize=8)
+    ax.set_xticks(range(len(layers)), layers, fontsize=8)
     ax.set_ylabel("d(half A, half B) / d(mean, nearest class)", fontsize=8)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)
     save(fig, path)
 
 
 def trajectory(path: Path, rows: list[dict], pair_curves: dict, *, title: str) -> None:
-    """HF-2: log d(adv, mu_target) / d(adv, mu_source) against depth: every source->target pair (thin)
-    and the mean over images with its 95% CI (thick). Below 0: nearer the target."""
+    """HF-2: log d(adv, mu_target) / d(adv, mu_source) against depth: every source->target pair (thin),
+    the mean over images with its 95% CI (thick) and the clean images' mean (dashed). Below 0: nearer the target."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     x = np.arange(len(rows))
     for curve in pair_curves.values():
@@ -37,6 +46,9 @@ def trajectory(path: Path, rows: list[dict], pair_curves: dict, *, title: str) -
     lo = [r["mean_log_ratio"] - r["mean_log_ratio_ci"][0] for r in rows]
     hi = [r["mean_log_ratio_ci"][1] - r["mean_log_ratio"] for r in rows]
     ax.errorbar(x, mean, yerr=[lo, hi], color="#C44E52", lw=2, capsize=4, label="mean over images (95% CI)")
+    if all("mean_log_ratio_clean" in r for r in rows):
+        ax.plot(x, [r["mean_log_ratio_clean"] for r in rows], color="#55A868", lw=1.5, ls="--",
+                label="the same images, clean")
     ax.axhline(0, color="black", lw=1, ls="--")
     ax.set_xticks(x, [r["layer"] for r in rows], fontsize=8)
     ax.set_ylabel("log d(adv, μ_target) / d(adv, μ_source)", fontsize=8)

@@ -157,9 +157,26 @@ def decompose(z: torch.Tensor, masks: ChannelMasks) -> tuple[torch.Tensor, torch
     return i_r * z, i_nr * z
 
 
+def random_channel_masks(counts: torch.Tensor, channels: int, *, draws: int, seed: int) -> torch.Tensor:
+    """(draws, N, C) bool: for image i, ``counts[i]`` of the ``channels`` chosen uniformly at random, ``draws``
+    times over (a control of the same size as a fitted mask). Deterministic for a seed (one CPU generator)."""
+    counts = torch.as_tensor(counts).long().cpu()
+    if counts.dim() != 1 or bool((counts < 0).any()) or bool((counts > channels).any()) or draws < 1:
+        raise ValueError(f"counts must be (N,) in [0, {channels}] and draws >= 1")
+    scores = torch.rand(draws, len(counts), channels, generator=torch.Generator().manual_seed(seed))
+    ranks = scores.argsort(dim=-1).argsort(dim=-1)  # each channel's rank in a random order, per draw and image
+    return ranks < counts[None, :, None]
+
+
 @torch.no_grad()
 def encode_all(split: Split, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
     return torch.cat([split.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def predictions_of_channels(split: Split, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Predicted labels of tail(keep · Z) for a (N, C) channel selection (bool or 0/1)."""
+    return split.tail(z * keep.to(z)[:, :, None, None]).argmax(1)
 
 
 @torch.no_grad()

@@ -91,6 +91,11 @@ class EvaluationSuite:
     def num_classes(self) -> int:
         return self.info.num_classes
 
+    @property
+    def eps(self) -> float:
+        """The L-inf radius of FGSM, BIM, PGD and the confined NRF (the dataset's threat model)."""
+        return self.info.eps
+
     def _spec(self, **extra) -> dict:
         return {"model": self.model.key, "dataset": self.dataset, "test_n": self.pipeline.budget.test_n,
                 "seed": self.seed, "suite": SUITE_VERSION, **extra}

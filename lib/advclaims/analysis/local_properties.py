@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,24 +17,60 @@ from ..models import RESNET_STAGES
 from ..pipeline import AdversarialSet, TrainedModel
 from . import figures
 from . import local_properties_figures as lpfig
-from .responses import response_differences
+from .responses import max_bound, response_differences, saturated_share
 
 LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2": "Layer2",
                "layer3": "Layer3", "layer4": "Layer4"}
 
 
-def layer_comparison(diffs: dict, layers: tuple[str, ...]) -> tuple[dict, dict, list[dict]]:
+SATURATED_SHARE = 0.5  # a Max with at least half its images at the ceiling measures the kernels, not the responses
+
+
+def ceiling_note(layer: str, groups: dict[str, tuple[np.ndarray, float | None]]) -> str | None:
+    """Why a Max statistic at ``layer`` cannot go either way, or None: ``groups`` maps a label to its
+    per-image Max and that model's ceiling (``responses.max_bound``); a group whose Max reaches the
+    ceiling on at least SATURATED_SHARE of its images only reports eps / std times a kernel's L1 norm."""
+    hits = [f"{label}: {saturated_share(v, bound):.0%} of images at the ceiling {bound:.4g}"
+            for label, (v, bound) in groups.items() if saturated_share(v, bound) >= SATURATED_SHARE]
+    if not hits:
+        return None
+    scale = " x the stem BatchNorm's scale" if layer != "conv1" else ""
+    return (f"{LAYER_NAMES.get(layer, layer)} Max saturates ({'; '.join(hits)}; ceiling = eps / std x the largest "
+            f"first-layer kernel's L1 norm{scale}): it compares kernel norms, not responses")
+
+
+def ceilings(model: TrainedModel, s: AdversarialSet, layers: tuple[str, ...]) -> dict[str, float | None]:
+    """Per stage, the ceiling of Max under ``s``'s eps (None where none is known)."""
+    return {layer: max_bound(model.module, layer, float(s.params["eps"])) for layer in layers}
+
+
+def mark_saturated(statistics: dict, names: list[str], note: str | None, notes: list[str]) -> None:
+    """Set ``uninformative`` on the named statistics (shown, never deciding) and say why in the notes."""
+    if note is None:
+        return
+    for name in names:
+        statistics[name] = replace(statistics[name], uninformative=note)
+    notes.append(f"{', '.join(names)}: uninformative. {note}")
+
+
+def layer_comparison(diffs: dict, layers: tuple[str, ...], *, bounds: dict | None = None,
+                     notes: list[str] | None = None) -> tuple[dict, dict, list[dict]]:
     """Two sets of response differences on the same images, ``{"a": d_a, "b": d_b}`` (a first):
     per stage and kind (max, total), the ratio of means a/b as ``{kind}_ratio_{layer}`` (paired
-    bootstrap), each mean as a value ``{name}_{kind}_{layer}``, and one table row per stage."""
+    bootstrap), each mean as a value ``{name}_{kind}_{layer}``, and one table row per stage.
+    ``bounds`` (name -> stage -> Max ceiling) marks a Max ratio whose either side saturates uninformative."""
     (name_a, d_a), (name_b, d_b) = diffs.items()
     statistics, values, rows = {}, {}, []
+    notes = notes if notes is not None else []
     for layer in layers:
         row = {"layer": LAYER_NAMES.get(layer, layer)}
         for kind in ("max", "total"):
             a, b = d_a[layer][kind].numpy(), d_b[layer][kind].numpy()
             ratio = stats.ratio_of_means(a, b)
             statistics[f"{kind}_ratio_{layer}"] = ratio
+            if kind == "max" and bounds:
+                mark_saturated(statistics, [f"max_ratio_{layer}"], ceiling_note(
+                    layer, {name_a: (a, bounds[name_a][layer]), name_b: (b, bounds[name_b][layer])}), notes)
             for name, sample in ((name_a, a), (name_b, b)):
                 m = stats.mean(sample)
                 values[f"{name}_{kind}_{layer}"] = m.value
@@ -76,14 +113,17 @@ def response_differences_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std
         raise ValueError("STD and ADV sets must attack the same images")
     d_std = response_differences(std.module, std_set.x, std_set.x_adv, layers=layers, batch_size=batch_size)
     d_adv = response_differences(adv.module, adv_set.x, adv_set.x_adv, layers=layers, batch_size=batch_size)
-    statistics, values, rows = layer_comparison({"std": d_std, "adv": d_adv}, layers)
+    notes: list[str] = []
+    statistics, values, rows = layer_comparison(
+        {"std": d_std, "adv": d_adv}, layers, notes=notes,
+        bounds={"std": ceilings(std, std_set, layers), "adv": ceilings(adv, adv_set, layers)})
 
     def draw(path: Path) -> None:
         figures.paired_layers(path, rows, models=(std.label, adv.label),
                               title="Local response differences per stage (mean over images, 95% CI)")
 
     return Measurement(statistics=statistics, n=len(std_set.y), values=values, tables={"table1": rows},
-                       figures={"table1": draw})
+                       figures={"table1": draw}, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,11 +182,22 @@ def _group_ratio(values: np.ndarray, success: np.ndarray, failed: np.ndarray) ->
 def response_differences_by_outcome(model: TrainedModel, attack_set: AdversarialSet, *,
                                     layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
     """LP-9: Max and Total response differences of successful over failed attacks, per stage, on the
-    correctly classified images. The Layer4 Total ratio's interval is 98% two-sided: its lower end
-    is the one-sided 99% bound, so "above the threshold" is a one-sided test at p < 0.01."""
+    correctly classified images (``outcome_comparison``)."""
     success, failed = outcome_groups(model, attack_set)
     d = response_differences(model.module, attack_set.x, attack_set.x_adv, layers=layers, batch_size=batch_size)
-    statistics, values, rows = {}, {}, []
+    return outcome_comparison(d, success, failed, layers=layers, bounds=ceilings(model, attack_set, layers),
+                              title=f"{model.label}, {attack_set.attack}", attack=attack_set.attack)
+
+
+def outcome_comparison(d: dict, success: np.ndarray, failed: np.ndarray, *, layers: tuple[str, ...],
+                       bounds: dict[str, float | None] | None = None, title: str = "",
+                       attack: str = "attack") -> Measurement:
+    """LP-9 from per-image response differences ``d`` and the two group masks: per stage and kind the
+    ratio of group means and its deviation from 1 (unpaired bootstrap). The Layer4 Total ratio's
+    interval is also given at 98% two-sided: its lower end is the one-sided 99% bound, so "above the
+    threshold" is a one-sided test at p < 0.01. A Max whose groups sit at their ceiling (``bounds``)
+    is marked uninformative."""
+    statistics, values, rows, notes = {}, {}, [], []
     for layer in layers:
         row = {"layer": LAYER_NAMES.get(layer, layer)}
         for kind in ("max", "total"):
@@ -157,6 +208,10 @@ def response_differences_by_outcome(model: TrainedModel, attack_set: Adversarial
             statistics[f"{kind}_ratio_deviation_{layer}"] = stats.bootstrap(
                 lambda s, f, axis=-1: np.abs(np.mean(s, axis=axis) / np.mean(f, axis=axis) - 1), a, b,
                 paired=False, method="percentile")
+            if kind == "max" and bounds:
+                bound = bounds.get(layer)
+                mark_saturated(statistics, [f"max_ratio_{layer}", f"max_ratio_deviation_{layer}"],
+                               ceiling_note(layer, {"successful": (a, bound), "failed": (b, bound)}), notes)
             values[f"success_{kind}_{layer}"] = float(a.mean())
             values[f"failed_{kind}_{layer}"] = float(b.mean())
             row.update({f"{kind}_success": float(a.mean()), f"{kind}_failed": float(b.mean()),
@@ -168,13 +223,12 @@ def response_differences_by_outcome(model: TrainedModel, attack_set: Adversarial
     values.update({"successful_attacks": float(success.sum()), "failed_attacks": float(failed.sum())})
 
     def draw(path: Path) -> None:
-        lpfig.outcome_layers(path, {attack_set.attack: rows},
-                             title=f"{model.label}, {attack_set.attack}: successful / failed attacks "
-                                   f"({int(success.sum())} / {int(failed.sum())} images)")
+        lpfig.outcome_layers(path, {attack: rows}, title=f"{title}: successful / failed attacks "
+                                                         f"({int(success.sum())} / {int(failed.sum())} images)")
 
     return Measurement(
         statistics=statistics, n=int(success.sum() + failed.sum()), values=values, tables={"table2": rows},
-        figures={"table2": draw},
+        figures={"table2": draw}, notes=notes,
         tests={f"{layers[-1]}_total_success_greater": stats.mann_whitney(v4[success], v4[failed])},
     )
 
@@ -245,7 +299,10 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
     d_own = response_differences(target.module, own_set.x, own_set.x_adv, layers=layers, batch_size=batch_size)
     d_tr = response_differences(target.module, transferred_set.x, transferred_set.x_adv, layers=layers,
                                 batch_size=batch_size)
-    statistics, values, rows = layer_comparison({"transferred": d_tr, "own": d_own}, layers)
+    notes: list[str] = []
+    statistics, values, rows = layer_comparison(
+        {"transferred": d_tr, "own": d_own}, layers, notes=notes,
+        bounds={"transferred": ceilings(target, transferred_set, layers), "own": ceilings(target, own_set, layers)})
     clean = correct(target.module, own_set.x, own_set.y).cpu().numpy()
     own = correct(target.module, own_set.x_adv, own_set.y).cpu().numpy()
     transferred = correct(target.module, transferred_set.x_adv, transferred_set.y).cpu().numpy()
@@ -262,7 +319,7 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
                               title=f"{target.label}: own vs transferred {own_set.attack} (mean over images, 95% CI)")
 
     return Measurement(
-        statistics=statistics, n=len(own_set.y), values=values,
+        statistics=statistics, n=len(own_set.y), values=values, notes=notes,
         tables={"responses": rows, "accuracy": [{"images": k, "accuracy": e.value, "accuracy_ci": [e.low, e.high]}
                                                 for k, e in accs.items()]},
         figures={"responses": draw, "accuracy": lambda path: figures.bars(

@@ -1,0 +1,96 @@
+"""The claims catalogue, generated from expected/: ``advclaims claims [ID]`` and docs/claims.md.
+
+Every claim: its id, paper, source, title, protocol note, the checks that decide it (statistic, relation,
+threshold, where the threshold comes from and the range we would also defend), the free parameters of our
+protocol, the paper's values, and the known findings per dataset and budget. docs/claims.md is this text;
+tests/test_catalogue.py fails when it is out of date (``advclaims claims --markdown > docs/claims.md``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import expected as expected_mod
+
+
+def _order(cid: str):
+    m = re.match(r"([A-Z]+)-(\d+)$", cid)
+    return (m.group(1), int(m.group(2))) if m else (cid, 0)
+
+
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+
+def entry(spec: expected_mod.ClaimSpec) -> list[str]:
+    """One claim as markdown lines."""
+    lines = [f"### {spec.id}: {spec.title}", "", f"- paper: `{spec.paper}`; source: {spec.source}"]
+    if spec.paper_setting:
+        s = spec.paper_setting
+        lines.append(f"- the paper's setting (where its figures are checked): {s['dataset']} at the "
+                     f"{s.get('budget', 'paper')} budget")
+    if spec.protocol_note:
+        lines.append(f"- protocol: {spec.protocol_note}")
+    lines += ["", "| statistic | claimed | threshold from | what |", "|---|---|---|---|"]
+    for c in spec.checks:
+        where = f"{c.basis}: {c.basis_note}" if c.basis else "–"
+        if c.threshold_range:
+            where += f" (range {_num(c.threshold_range[0])} to {_num(c.threshold_range[1])})"
+        paper = f"; paper {_num(c.paper)}" if c.paper is not None else ""
+        lines.append(f"| `{c.statistic}` | {c.comparator} {_num(c.threshold)}{paper} | {_cell(where)} | "
+                     f"{_cell(c.description)} |")
+    if spec.parameters:
+        lines += ["", "Free parameters of our protocol (the verdict is reported across them):", ""]
+        lines += [f"- `{p.name}` = {_num(p.default)} (also {', '.join(_num(v) for v in p.values if v != p.default)}): "
+                  f"{p.description}. {p.basis_note}" for p in spec.parameters]
+    if spec.values:
+        lines += ["", "The paper's figures (checked only in its setting):", ""]
+        lines += [f"- `{v.statistic}` = {_num(v.paper)} ± {_num(v.tolerance)}: {v.description}" for v in spec.values]
+    if spec.expect:
+        lines += ["", "Known findings (the verdict expected where it is not reproduced):", ""]
+        lines += [f"- {key}: **{e.verdict.value}**" + (f": {e.reason}" if e.reason else "")
+                  for key, e in sorted(spec.expect.items())]
+    return lines
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(specs: dict[str, expected_mod.ClaimSpec] | None = None) -> str:
+    """docs/claims.md: every claim of every paper, in id order."""
+    specs = expected_mod.load() if specs is None else specs
+    papers = expected_mod.papers()
+    lines = ["# The claims catalogue", "",
+             "Generated from `expected/` by `advclaims claims --markdown`; do not edit by hand (tests/test_catalogue.py "
+             "fails when this file and expected/ disagree). Each claim is one test in `claims/`; its verdict is "
+             "reproduced when every deciding statistic's confidence interval lies on the claimed side of its "
+             "threshold, contradicted when one lies wholly on the other side, inconclusive otherwise. *Threshold "
+             "from* says whether the paper states the threshold or we chose it (and why).", ""]
+    for paper in expected_mod.PAPERS:
+        ids = sorted((cid for cid, s in specs.items() if s.paper == paper), key=_order)
+        if not ids:
+            continue
+        meta = papers.get(paper, {})
+        lines += [f"## {paper}: {meta.get('title', paper)}", ""]
+        if meta:
+            lines += [f"{meta.get('authors', '')}. {meta.get('venue', '')}. {meta.get('note', '')}".strip(), ""]
+        lines += [f"Claims: {', '.join(ids)}.", ""]
+        for cid in ids:
+            lines += entry(specs[cid]) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def text(cid: str | None = None) -> str:
+    """``advclaims claims [ID]``: one claim in full, or one line per claim."""
+    specs = expected_mod.load()
+    if cid is not None:
+        if cid not in specs:
+            raise KeyError(f"unknown claim id {cid!r}; known: {', '.join(sorted(specs, key=_order))}")
+        return "\n".join(entry(specs[cid])) + "\n"
+    rows = []
+    for cid in sorted(specs, key=_order):
+        s = specs[cid]
+        findings = ", ".join(f"{k} {e.verdict.value}" for k, e in sorted(s.expect.items())) or "none recorded"
+        rows.append(f"{cid:<6} {s.paper:<17} {s.title}  [{len(s.checks)} checks; findings: {findings}]")
+    return "\n".join(rows) + "\n"
