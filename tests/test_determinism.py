@@ -20,7 +20,7 @@ CLAIMS = "top_singular or confined_deepfool_needs"  # CV-8 and CV-9: LeNet, Deep
 
 def _run(tmp: Path) -> dict:
     cmd = [sys.executable, "-m", "pytest", "claims/test_curvature.py", "-m", "fashion_mnist", "-k", CLAIMS,
-           "-p", "no:xdist", "-q", "--repro-budget", "smoke", "--repro-threads", "1", "--repro-quiet",
+           "-p", "no:xdist", "-q", "--repro-budget", "smoke", "--repro-seeds", "1", "--repro-threads", "1", "--repro-quiet",
            "--repro-cache", str(tmp / "store"), "--repro-report", str(tmp / "report")]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

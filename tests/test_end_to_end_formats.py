@@ -2,7 +2,7 @@
 
 A session fixture writes Fashion-MNIST content in the exact on-disk layouts of MNIST, CIFAR-10, CIFAR-100, SVHN
 and Tiny-ImageNet (advclaims.proxy), and the test runs one claim instance of every pair in a pytest subprocess
-at the smoke budget, as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
+at the smoke budget and one seed (the paths, not the statistics, are under test), as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
 yield a verdict and a report entry; a proxy's verdict is not held against expected/ (outcome "proxy data").
 ImageNet is written and read back too, though no claim offers it.
 """
@@ -99,7 +99,7 @@ def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(proxie
         ids.append(f"claims/{module}::{function}[{variant}]")
     report = tmp_path / "report"
     env = {**os.environ, "ADVCLAIMS_CACHE": str(tmp_path / "store")}
-    result = subprocess.run([sys.executable, "-m", "pytest", *ids, "-p", "no:cacheprovider", "--repro-budget=smoke",
+    result = subprocess.run([sys.executable, "-m", "pytest", *ids, "-p", "no:cacheprovider", "--repro-budget=smoke", "--repro-seeds=1",
                              f"--repro-data-root={proxies}", f"--repro-report={report}", "--repro-quiet", "-q",
                              "-n", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
