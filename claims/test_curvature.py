@@ -7,12 +7,10 @@ CIFAR-10/100 (and ResNet-18 on CIFAR-10 at the paper budget), standard training.
 
 import pytest
 
-from advclaims.analysis.curvature import principal_curvature_properties
-from advclaims.analysis.curvature_defence import downsampling_defence
-from advclaims.analysis.curvature_directions import (additive_separability, class_departures, class_transitions,
-                                                     flat_direction_effects)
-from advclaims.analysis.curvature_subspaces import (accuracy_in_curvature_subspaces, accuracy_in_svd_subspaces,
-                                                    confined_deepfool_norms, perturbation_fractions)
+from advclaims.analysis.curvature import (accuracy_in_curvature_subspaces, accuracy_in_svd_subspaces,
+                                         additive_separability, class_departures, class_transitions,
+                                         confined_deepfool_norms, downsampling_defence, flat_direction_effects,
+                                         perturbation_fractions, principal_curvature_properties)
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.curvature

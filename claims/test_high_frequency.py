@@ -1,6 +1,6 @@
 """Claims of "High frequency patterns play a key role in the generation of adversarial examples".
 
-Only the paper's abstract is public: every protocol below is OURS (claims.md, section
+Only the paper's abstract is public: every protocol below is OURS (docs/claims.md, section
 high_frequency), built to test what the abstract states; expected/high_frequency.toml carries the
 relation each test checks and a protocol_note the report prints.
 """
@@ -8,7 +8,7 @@ relation each test checks and a protocol_note the report prints.
 import pytest
 
 from advclaims.analysis.high_frequency import (class_expectation_stability, feature_trajectories,
-                                               frequency_split_success, target_spectrum_correlation)
+                                              frequency_split_success, target_spectrum_correlation)
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.high_frequency

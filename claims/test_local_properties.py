@@ -6,12 +6,12 @@ and the verdict expected per dataset and budget live in expected/local_propertie
 
 import pytest
 
-from advclaims.analysis.local_properties import (fgsm_versus_pgd, outcome_ratios_std_vs_adv,
-                                                 response_differences_by_outcome, response_differences_std_vs_adv,
-                                                 transfer_response_differences, weight_decay_sweep as sweep_trends)
-from advclaims.analysis.local_properties_frequency import (frequency_swap, high_pass_accuracy, low_pass_accuracy,
-                                                           low_pass_accuracy_std_vs_adv, spectrum_differences)
-from advclaims.analysis.smoothness import perturbation_smoothness
+from advclaims.analysis.local_properties import (fgsm_versus_pgd, frequency_swap, high_pass_accuracy,
+                                                low_pass_accuracy, low_pass_accuracy_std_vs_adv,
+                                                outcome_ratios_std_vs_adv, perturbation_smoothness,
+                                                response_differences_by_outcome, response_differences_std_vs_adv,
+                                                spectrum_differences, transfer_response_differences)
+from advclaims.analysis.local_properties import weight_decay_sweep as sweep_trends
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.local_properties

@@ -8,7 +8,7 @@ import torch
 from advclaims import accel, data, models, training
 from advclaims.attacks import pgd
 from advclaims.evaluation import accuracy
-from advclaims.plugin import pin_worker
+from advclaims.options import pin_worker
 
 DEVICES = [pytest.param("cpu", id="cpu"),
            pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from advclaims.analysis import curvature as cv
-from advclaims.analysis.curvature_defence import downsampling_defence
-from advclaims.analysis.curvature_directions import (additive_separability, class_departures, class_transitions,
+from advclaims.analysis.curvature import operator as cv
+from advclaims.analysis.curvature.defence import downsampling_defence
+from advclaims.analysis.curvature.directions import (additive_separability, class_departures, class_transitions,
                                                      flat_direction_effects, perturbation_range, score_curves)
-from advclaims.analysis.curvature_subspaces import (FRACTION_DEFAULT, SvdBasis, accuracy_in_curvature_subspaces,
+from advclaims.analysis.curvature.subspaces import (FRACTION_DEFAULT, SvdBasis, accuracy_in_curvature_subspaces,
                                                     accuracy_in_svd_subspaces, confined_deepfool_norms, deepfool_svd,
                                                     few_dims, perturbation_fractions, random_subspace)
 from advclaims.plugin import evaluate

@@ -1,7 +1,7 @@
 """Each high_frequency claim can fail: its statistics step, fed a case where the claim is false, gives
 a verdict other than the true case's, and not "reproduced" (``plugin.evaluate`` against expected/).
 
-Only the abstract of the paper is public, so these are cases of OUR protocol (claims.md): HF-1 and
+Only the abstract of the paper is public, so these are cases of OUR protocol (docs/claims.md): HF-1 and
 HF-2 on the smoke STD ResNet-18 the claims train anyway (seed 0, from the store), HF-3 and HF-4 on
 tiny nets and images whose answer is known, because on the smoke STD those claims do not reproduce.
 """
@@ -15,7 +15,7 @@ import torch
 
 from advclaims import data as data_mod
 from advclaims.attacks import pgd
-from advclaims.analysis import high_frequency as hf
+from advclaims.analysis.high_frequency import expectations, spectra, targeted, trajectories
 from advclaims.measurement import Measurement
 from advclaims.pipeline import TrainedModel
 from advclaims.plugin import evaluate
@@ -39,10 +39,10 @@ def std(pipeline):
 def test_hf1_fails_when_the_labels_are_shuffled(pipeline, std):
     test = data_mod.load("fashion_mnist", "test", root=pipeline.data_root, device=pipeline.device,
                          download=pipeline.download)
-    features = hf.stage_features(std.module, test.images())
-    true, _ = hf.split_half_statistics(features, test.y, 10)
+    features = targeted.stage_features(std.module, test.images())
+    true, _ = expectations.split_half_statistics(features, test.y, 10)
     shuffled_labels = test.y[torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))]
-    shuffled, _ = hf.split_half_statistics(features, shuffled_labels, 10)
+    shuffled, _ = expectations.split_half_statistics(features, shuffled_labels, 10)
     assert verdict("HF-1", true) == "reproduced"
     assert verdict("HF-1", shuffled) == "contradicted"
     assert all(e.low > 0.3 for e in shuffled.values())
@@ -53,12 +53,12 @@ def test_hf1_fails_when_the_labels_are_shuffled(pipeline, std):
 
 
 def test_hf2_fails_when_source_and_target_are_swapped(pipeline, std):
-    tset = hf.targeted_pgd_set(pipeline, std, "fashion_mnist", seed=pipeline.budget.seeds[0])
-    keep, _ = hf.successful_attacks(std, tset, 500)
-    adv, clean = hf.class_distances(std, tset, keep, num_classes=10)
+    tset = targeted.targeted_pgd_set(pipeline, std, "fashion_mnist", seed=pipeline.budget.seeds[0])
+    keep, _ = targeted.successful_attacks(std, tset, 500)
+    adv, clean = trajectories.class_distances(std, tset, keep, num_classes=10)
     source, target = tset.y.cpu()[keep].numpy(), tset.target.cpu()[keep].numpy()
-    true, _, _ = hf.trajectory_statistics(adv, clean, source, target)
-    swapped, _, _ = hf.trajectory_statistics(adv, clean, target, source)
+    true, _, _ = trajectories.trajectory_statistics(adv, clean, source, target)
+    swapped, _, _ = trajectories.trajectory_statistics(adv, clean, target, source)
     assert verdict("HF-2", true) == "reproduced"
     assert verdict("HF-2", swapped) == "contradicted"
 
@@ -87,34 +87,34 @@ def checker(size: int) -> torch.Tensor:
     return ((-1.0) ** (i[:, None] + i[None, :])).view(1, 1, size, size)
 
 
-def pattern_set(net: PatternLevelNet, size: int, per_class: int = 16, seed: int = 0) -> hf.TargetedSet:
+def pattern_set(net: PatternLevelNet, size: int, per_class: int = 16, seed: int = 0) -> targeted.TargetedSet:
     """Smooth images (a ramp) plus each class's level of the net's pattern, attacked by targeted PGD-20."""
     g = torch.Generator().manual_seed(seed)
     k = len(net.levels)
     y = torch.arange(k).repeat(per_class)
     ramp = torch.linspace(-0.1, 0.1, size).view(1, 1, 1, size) * torch.rand(len(y), 1, 1, 1, generator=g)
     x = (0.5 + ramp + net.levels[y].view(-1, 1, 1, 1) * net.pattern).clamp(0, 1)
-    target = hf.draw_targets(y, k, seed=seed)
+    target = targeted.draw_targets(y, k, seed=seed)
     x_adv = pgd(net, x, target, eps=0.1, alpha=0.1 / 8, steps=20, targeted=True, generator=g)
-    return hf.TargetedSet("pgd20_targeted", {}, "pattern net", x, x_adv, y, {}, target=target)
+    return targeted.TargetedSet("pgd20_targeted", {}, "pattern net", x, x_adv, y, {}, target=target)
 
 
 def test_hf3_fails_when_the_low_and_high_parts_are_swapped():
     net = PatternLevelNet(checker(12)).eval()
     model = TrainedModel("pattern net", net, {}, "checker", {}, False)
     tset = pattern_set(net, 12)
-    assert verdict("HF-3", hf.frequency_split_success(model, tset).statistics) == "reproduced"
-    keep, _ = hf.successful_attacks(model, tset, 500)
-    parts = hf.part_success(model, tset, keep)
+    assert verdict("HF-3", spectra.frequency_split_success(model, tset).statistics) == "reproduced"
+    keep, _ = targeted.successful_attacks(model, tset, 500)
+    parts = spectra.part_success(model, tset, keep)
     parts = {**parts, "success": {"low": parts["success"]["high"], "high": parts["success"]["low"]}}
-    swapped, _ = hf.split_statistics(parts, hf.split_radii(12))
+    swapped, _ = spectra.split_statistics(parts, spectra.split_radii(12))
     assert verdict("HF-3", swapped) == "contradicted"
 
 
 def test_hf3_fails_on_a_net_whose_attack_lives_in_the_mean_brightness():
     net = PatternLevelNet(torch.ones(1, 1, 12, 12)).eval()
     model = TrainedModel("brightness net", net, {}, "brightness", {}, False)
-    assert verdict("HF-3", hf.frequency_split_success(model, pattern_set(net, 12)).statistics) == "contradicted"
+    assert verdict("HF-3", spectra.frequency_split_success(model, pattern_set(net, 12)).statistics) == "contradicted"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,14 +135,14 @@ def test_hf4_fails_when_the_targets_are_replaced_by_other_classes():
     waves = torch.stack([wave(size, fy, fx) for fy, fx in HIGH_FREQUENCIES])          # (K, 1, H, W)
     y = torch.arange(k).repeat(per_class)
     images = (0.5 + 0.1 * waves[y] + 0.05 * torch.rand(len(y), 1, size, size, generator=g)).clamp(0, 1)
-    target = hf.draw_targets(y, k, seed=1)
+    target = targeted.draw_targets(y, k, seed=1)
     delta = 0.03 * waves[target] + 0.01 * (torch.rand(len(y), 1, size, size, generator=g) - 0.5)
-    corr = hf.spectrum_correlations(delta, images, y, k, radius=hf.HIGH_BAND_FRACTION * size)
-    true, *_ = hf.spectrum_rank_statistics(corr, y, target, num_classes=k)
+    corr = spectra.spectrum_correlations(delta, images, y, k, radius=spectra.HIGH_BAND_FRACTION * size)
+    true, *_ = spectra.spectrum_rank_statistics(corr, y, target, num_classes=k)
     other = (target + torch.randint(1, k - 1, (len(y),), generator=g)) % k            # never the true target...
     other = torch.where(other == y, (other + 1) % k, other)                           # ...nor the source
     other = torch.where(other == target, (other + 1) % k, other)
     assert not ((other == target) | (other == y)).any()
-    replaced, *_ = hf.spectrum_rank_statistics(corr, y, other, num_classes=k)
+    replaced, *_ = spectra.spectrum_rank_statistics(corr, y, other, num_classes=k)
     assert verdict("HF-4", true) == "reproduced"
     assert verdict("HF-4", replaced) == "contradicted"

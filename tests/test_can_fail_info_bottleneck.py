@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advclaims import plugin
-from advclaims.analysis.info_bottleneck import (BETAS, gradient_norm_ablation,
-                                                non_robust_features_carry_the_adversarial_label,
-                                                nrf_versus_standard_attacks, robust_and_non_robust_split,
-                                                robust_channels_versus_beta, robust_features_under_attacks)
-from advclaims.analysis.info_bottleneck_features import BETA, ChannelMasks, Split, fit_channel_masks
-from advclaims.analysis.info_bottleneck_suite import THREAT_MODEL, EvaluationSuite
+from advclaims.analysis.info_bottleneck.features import BETAS, non_robust_features_carry_the_adversarial_label, robust_and_non_robust_split, robust_channels_versus_beta, robust_features_under_attacks
+from advclaims.analysis.info_bottleneck.nrf import gradient_norm_ablation, nrf_versus_standard_attacks
+from advclaims.analysis.info_bottleneck.bottleneck import BETA, ChannelMasks, Split, fit_channel_masks
+from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite
 from advclaims.data import DatasetMissing
 from advclaims.pipeline import AdversarialSet
 

@@ -17,16 +17,15 @@ import math
 from dataclasses import replace
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from advclaims import models, plugin
-from advclaims.analysis import local_properties as lp
-from advclaims.analysis import local_properties_frequency as lpf
+from advclaims.analysis.local_properties import layers as lp
+from advclaims.analysis.local_properties import spectra as lpf
 from advclaims.analysis.responses import response_differences
-from advclaims.analysis.smoothness import perturbation_smoothness
+from advclaims.analysis.local_properties.smoothness import perturbation_smoothness
 from advclaims.data import DatasetMissing
 from advclaims.models import RESNET_STAGES
 from advclaims.pipeline import AdversarialSet, TrainedModel

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advclaims import expected
-from advclaims.analysis import curvature as cv
-from advclaims.analysis.curvature_defence import Resampled
-from advclaims.analysis.curvature_directions import (S_MAX_DEFAULT, S_MAX_FACTORS, ScoreCurves, class_departures,
+from advclaims.analysis.curvature import operator as cv
+from advclaims.analysis.curvature.defence import Resampled
+from advclaims.analysis.curvature.directions import (S_MAX_DEFAULT, S_MAX_FACTORS, ScoreCurves, class_departures,
                                                      class_transitions, rank_correlation, spearman_rho)
-from advclaims.analysis.curvature_subspaces import (FRACTION_DEFAULT, FRACTIONS, complement, deepfool_svd, nested_bases,
+from advclaims.analysis.curvature.subspaces import (FRACTION_DEFAULT, FRACTIONS, complement, deepfool_svd, nested_bases,
                                                     orthonormal_basis, project, project_images)
 from advclaims.attacks.confined_deepfool import confined_deepfool
 from advclaims.attacks.targeted_deepfool import targeted_deepfool

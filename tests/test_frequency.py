@@ -1,4 +1,4 @@
-"""Frequency tools: the invariants of claims.md (identity, linearity, Parseval) and the radii."""
+"""Frequency tools: the invariants of docs/claims.md (identity, linearity, Parseval) and the radii."""
 
 import math
 

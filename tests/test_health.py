@@ -6,7 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 from advclaims import health
 from advclaims.pipeline import Pipeline

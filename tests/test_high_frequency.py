@@ -9,12 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
-from advclaims import expected, models
-from advclaims.analysis import high_frequency as hf
+from advclaims import expected
 from advclaims.analysis.frequency import radial_distance
+from advclaims.analysis.high_frequency import (
+    expectations,
+    spectra,
+    targeted,
+    trajectories,
+)
+from advclaims.models import RESNET_STAGES
 from advclaims.pipeline import TrainedModel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # ---------------------------------------------------------------------------------------------
 # strategies (named once)
@@ -57,21 +63,21 @@ def direct_ratios(f: torch.Tensor, y: torch.Tensor, half: torch.Tensor, k: int, 
 @HYP
 def test_targets_are_never_the_label_and_are_reproducible(k, seed):
     y = labels(seed, k, per_class=20)
-    t = hf.draw_targets(y, k, seed=seed)
+    t = targeted.draw_targets(y, k, seed=seed)
     assert ((t >= 0) & (t < k)).all() and (t != y).all()
-    assert t.equal(hf.draw_targets(y, k, seed=seed))
+    assert t.equal(targeted.draw_targets(y, k, seed=seed))
 
 
 def test_targets_cover_every_other_class():
     y = torch.zeros(900, dtype=torch.long)
-    assert set(hf.draw_targets(y, 10).tolist()) == set(range(1, 10))
+    assert set(targeted.draw_targets(y, 10).tolist()) == set(range(1, 10))
 
 
 @given(k=class_counts, seed=seeds, per_class=st.integers(2, 7))
 @HYP
 def test_split_halves_are_disjoint_stratified_and_balanced(k, seed, per_class):
     y = labels(seed, k, per_class)
-    half = hf.split_halves(y, k, seed=seed)
+    half = expectations.split_halves(y, k, seed=seed)
     assert set(half.tolist()) <= {0, 1}
     for c in range(k):
         sizes = [int(((y == c) & (half == h)).sum()) for h in (0, 1)]
@@ -80,7 +86,7 @@ def test_split_halves_are_disjoint_stratified_and_balanced(k, seed, per_class):
 
 def test_a_class_with_one_image_cannot_be_split():
     with pytest.raises(ValueError, match="at least 2"):
-        hf.split_halves(torch.tensor([0, 0, 1]), 2)
+        expectations.split_halves(torch.tensor([0, 0, 1]), 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,9 +99,9 @@ def test_one_split_ratio_equals_the_direct_ratio(k, d, seed):
     g = torch.Generator().manual_seed(seed)
     y = labels(seed, k)
     f = torch.randn(len(y), d, generator=g) + 3 * torch.randn(k, d, generator=g)[y]
-    half = hf.split_halves(y, k, seed=seed)
+    half = expectations.split_halves(y, k, seed=seed)
     direct = direct_ratios(f, y, half, k, torch.ones(len(y)))
-    assert torch.allclose(hf.one_split_ratios(f, y, half, k).double(), direct, rtol=1e-4)
+    assert torch.allclose(expectations.one_split_ratios(f, y, half, k).double(), direct, rtol=1e-4)
 
 
 @given(seed=seeds, shift=st.floats(-50, 50))
@@ -105,9 +111,9 @@ def test_the_ratios_are_translation_invariant_and_small_for_tight_clusters(seed,
     y = labels(seed, 4, per_class=10)
     centres = 10 * torch.eye(4, 6)
     f = centres[y] + 0.01 * torch.randn(len(y), 6, generator=g)
-    half = hf.split_halves(y, 4)
+    half = expectations.split_halves(y, 4)
     idx = np.arange(len(y), dtype=float)
-    for ratios in (lambda z: hf.one_split_ratios(z, y, half, 4), lambda z: hf.expected_ratio_statistic(z, y, 4)[1](idx)):
+    for ratios in (lambda z: expectations.one_split_ratios(z, y, half, 4), lambda z: expectations.expected_ratio_statistic(z, y, 4)[1](idx)):
         assert ratios(f).max() < 0.01
         assert torch.allclose(ratios(f).double(), ratios(f + shift).double(), rtol=1e-3, atol=1e-6)
 
@@ -132,7 +138,7 @@ def test_the_expected_ratio_equals_its_formula(k, d, seed):
     g = torch.Generator().manual_seed(seed)
     y = labels(seed, k, per_class=6)
     f = torch.randn(len(y), d, generator=g) + 4 * torch.randn(k, d, generator=g)[y]
-    statistic, ratios = hf.expected_ratio_statistic(f, y, k)
+    statistic, ratios = expectations.expected_ratio_statistic(f, y, k)
     identity = np.arange(len(y), dtype=float)
     assert torch.allclose(ratios(identity)[:, 0], direct_expected_ratios(f, y, k), rtol=1e-4)
     assert math.isclose(float(statistic(identity)), float(direct_expected_ratios(f, y, k).max()), rel_tol=1e-4)
@@ -148,8 +154,8 @@ def test_the_expected_ratio_is_the_mean_squared_split_half_ratio_over_random_spl
     y = torch.arange(k).repeat_interleave(per_class)
     f = torch.randn(len(y), 20, generator=g) + 3 * torch.randn(k, 20, generator=g)[y]
     identity = np.arange(len(y), dtype=float)
-    _, expected = hf.expected_ratio_statistic(f, y, k)
-    one_split = torch.stack([hf.one_split_ratios(f, y, hf.split_halves(y, k, seed=s), k).double() for s in range(400)])
+    _, expected = expectations.expected_ratio_statistic(f, y, k)
+    one_split = torch.stack([expectations.one_split_ratios(f, y, expectations.split_halves(y, k, seed=s), k).double() for s in range(400)])
     assert torch.allclose(one_split.square().mean(0), expected(identity)[:, 0].square(), rtol=0.1)
 
 
@@ -162,13 +168,13 @@ def test_the_expected_ratio_halves_when_the_images_per_class_quadruple():
     for per_class in (100, 400):
         y = torch.arange(k).repeat_interleave(per_class)
         f = torch.randn(len(y), 30, generator=g) + centres[y]
-        ratio[per_class] = float(hf.expected_ratio_statistic(f, y, k)[0](np.arange(len(y), dtype=float)))
+        ratio[per_class] = float(expectations.expected_ratio_statistic(f, y, k)[0](np.arange(len(y), dtype=float)))
     assert ratio[400] == pytest.approx(ratio[100] / 2, rel=0.15)
 
 
 def test_the_first_images_per_class_keep_the_canonical_order():
     y = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2])
-    keep = hf.first_per_class(y, 3, 2)
+    keep = expectations.first_per_class(y, 3, 2)
     assert keep.tolist() == [0, 1, 2, 3, 4, 5]
     assert torch.bincount(y[keep]).tolist() == [2, 2, 2]
 
@@ -181,13 +187,13 @@ def test_the_first_images_per_class_keep_the_canonical_order():
 @HYP
 def test_swapping_source_and_target_flips_the_trajectory(seed):
     rng = np.random.default_rng(seed)
-    n, layers, k = 12, hf.RESNET_STAGES, 4
+    n, layers, k = 12, RESNET_STAGES, 4
     adv, clean = rng.uniform(0.5, 2, (n, len(layers), k)), rng.uniform(0.5, 2, (n, len(layers), k))
     src = rng.integers(0, k, n)
     tgt = (src + rng.integers(1, k, n)) % k
-    forward, _, _ = hf.trajectory_statistics(adv, clean, src, tgt, layers=layers)
-    backward, _, _ = hf.trajectory_statistics(adv, clean, tgt, src, layers=layers)
-    for name in ("mean_spearman_ratio_vs_depth", f"target_shift_{hf.INTERMEDIATE}"):
+    forward, _, _ = trajectories.trajectory_statistics(adv, clean, src, tgt, layers=layers)
+    backward, _, _ = trajectories.trajectory_statistics(adv, clean, tgt, src, layers=layers)
+    for name in ("mean_spearman_ratio_vs_depth", f"target_shift_{trajectories.INTERMEDIATE}"):
         assert backward[name].value == pytest.approx(-forward[name].value, abs=1e-9)
 
 
@@ -199,7 +205,7 @@ def test_swapping_source_and_target_flips_the_trajectory(seed):
 @HYP
 def test_the_high_band_keeps_exactly_the_frequencies_beyond_the_radius(r, c):
     amplitude = torch.rand(2, c, 8, 8)
-    band = hf.high_band(amplitude, r)
+    band = spectra.high_band(amplitude, r)
     assert band.shape == (2, c * int((radial_distance(8, 8) > r).sum()))
 
 
@@ -211,15 +217,15 @@ def test_a_perturbation_shaped_like_a_class_correlates_best_with_that_class(seed
     patterns = torch.rand(k, 1, 8, 8, generator=g)
     y = torch.arange(k).repeat_interleave(5)
     images = patterns[y] + 0.01 * torch.rand(len(y), 1, 8, 8, generator=g)
-    corr = hf.spectrum_correlations(scale * (patterns - 0.5), images, y, k, radius=1.5)
+    corr = spectra.spectrum_correlations(scale * (patterns - 0.5), images, y, k, radius=1.5)
     assert corr.shape == (k, k)
     assert (corr.abs() <= 1 + 1e-9).all()
     assert corr.argmax(1).equal(torch.arange(k))
 
 
 def test_the_checked_radii_run_from_an_eighth_to_three_eighths_of_the_side():
-    assert hf.split_radii(28) == list(range(4, 11))
-    assert hf.split_radii(32) == list(range(4, 13))
+    assert spectra.split_radii(28) == list(range(4, 11))
+    assert spectra.split_radii(32) == list(range(4, 13))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,23 +262,23 @@ def brightness():
     y = torch.arange(k).repeat(8)
     noise = 0.05 * torch.rand(len(y), 1, 12, 12, generator=torch.Generator().manual_seed(1))
     x = (y.view(-1, 1, 1, 1) / (k - 1) * 0.8 + 0.1 + noise).clamp(0, 1)
-    target = hf.draw_targets(y, k)
+    target = targeted.draw_targets(y, k)
     x_adv = torch.stack([x[(y == t).nonzero().flatten()[0]] for t in target.tolist()])  # lands on the target
-    return model, hf.TargetedSet("stand-in", {}, "STD", x, x_adv, y, {}, target=target)
+    return model, targeted.TargetedSet("stand-in", {}, "STD", x, x_adv, y, {}, target=target)
 
 
 def test_the_trajectory_ends_at_the_target_when_the_attack_lands_on_a_target_image(brightness):
     model, tset = brightness
-    m = hf.feature_trajectories(model, tset, num_classes=3)
+    m = trajectories.feature_trajectories(model, tset, num_classes=3)
     assert m.n == len(tset.y) and all(e.finite for e in m.statistics.values())
     assert m.statistics["nearer_target_fraction_layer4"].value == 1.0
     assert all(r["mean_log_ratio"] < 0 for r in m.tables["trajectory"])
-    assert m.statistics[f"target_shift_{hf.INTERMEDIATE}"].value < 0 and m.statistics["mean_spearman_ratio_vs_depth"].finite
+    assert m.statistics[f"target_shift_{trajectories.INTERMEDIATE}"].value < 0 and m.statistics["mean_spearman_ratio_vs_depth"].finite
 
 
 def test_the_frequency_split_gives_all_of_delta_to_the_low_part_at_the_full_radius(brightness):
     model, tset = brightness
-    m = hf.frequency_split_success(model, tset)
+    m = spectra.frequency_split_success(model, tset)
     rows = m.tables["split_success"]
     assert [r["radius"] for r in rows] == list(range(len(rows)))
     assert rows[-1]["success_low"] == 1.0 and rows[-1]["success_high"] == 0.0
@@ -282,7 +288,7 @@ def test_the_frequency_split_gives_all_of_delta_to_the_low_part_at_the_full_radi
 
 def test_the_spectrum_analysis_counts_target_first_against_chance(brightness):
     model, tset = brightness
-    m = hf.target_spectrum_correlation(model, tset, num_classes=3, radius=2)
+    m = spectra.target_spectrum_correlation(model, tset, num_classes=3, radius=2)
     est = m.statistics["target_first_rate_minus_chance"]
     assert est.confidence == 0.98 and est.finite
     assert math.isclose(est.value + 1 / 3, m.tables["summary"][0]["target_first_rate"])
@@ -297,7 +303,7 @@ def test_successful_targeted_attacks_end_nearer_the_targets_mean_by_construction
     """HF-2's last-stage nearer-target fraction nearly restates "the attack succeeded" (a successful targeted
     attack is classified as the target): on the smoke STD it is close to 1, hence shown, not checked."""
     model = pipeline.model("std", "fashion_mnist", label="STD")
-    tset = hf.targeted_pgd_set(pipeline, model, "fashion_mnist", seed=pipeline.budget.seeds[0])
-    m = hf.feature_trajectories(model, tset, num_classes=10)
+    tset = targeted.targeted_pgd_set(pipeline, model, "fashion_mnist", seed=pipeline.budget.seeds[0])
+    m = trajectories.feature_trajectories(model, tset, num_classes=10)
     assert m.statistics["nearer_target_fraction_layer4"].low > 0.8
     assert "nearer_target_fraction_layer4" not in {c.statistic for c in expected.load()["HF-2"].checks}

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advclaims import models
-from advclaims.analysis.info_bottleneck import _norm_values, _perturbations, _spearman_of_means
-from advclaims.analysis.info_bottleneck_features import (ChannelMasks, Split, decompose, fit_channel_masks,
+from advclaims.analysis.info_bottleneck.features import _spearman_of_means
+from advclaims.analysis.info_bottleneck.nrf import _norm_values, successful_perturbations
+from advclaims.analysis.info_bottleneck.bottleneck import (ChannelMasks, Split, decompose, fit_channel_masks,
                                                          information_loss, masked_predictions, predictions_of_channels,
                                                          random_channel_masks, spatial_variance,
                                                          split_at_last_conv_block)
-from advclaims.analysis.info_bottleneck_suite import attack_params
+from advclaims.analysis.info_bottleneck.suite import attack_params
 from advclaims.attacks.nrf import nrf
 
 NUM_CLASSES = 4
@@ -307,17 +308,17 @@ def test_perturbation_norms_are_read_over_successful_attacks_only():
     x_adv[1, 0, 1, 1] = 0.05  # success within eps
     x_adv[2, 0, 1, 0] = 1e-7  # an image misclassified already: moved by rounding, not a success
     successful = np.array([True, True, False, False, False])
-    p = _perturbations(SimpleNamespace(x=x, x_adv=x_adv), successful, 0.1)
+    p = successful_perturbations(SimpleNamespace(x=x, x_adv=x_adv), successful, 0.1)
     assert p["beyond_eps"].tolist() == [True, False]
     values = _norm_values({"nrf": p})
     assert values["nrf_successful_fraction"] == pytest.approx(0.4)
     assert values["nrf_linf_of_successful"] == pytest.approx(0.175)
     assert values["nrf_l2_of_successful"] == pytest.approx(0.175)
     assert values["nrf_beyond_eps_fraction"] == 0.5
-    failed = _perturbations(SimpleNamespace(x=x, x_adv=x.clone()), np.zeros(5, dtype=bool), 0.1)
+    failed = successful_perturbations(SimpleNamespace(x=x, x_adv=x.clone()), np.zeros(5, dtype=bool), 0.1)
     assert _norm_values({"cw": failed}) == {"cw_successful_fraction": 0.0}
     confined = x + 0.1  # on the eps-ball's edge, float rounding included, is not beyond it
-    assert not _perturbations(SimpleNamespace(x=x, x_adv=confined), np.ones(5, dtype=bool), 0.1)["beyond_eps"].any()
+    assert not successful_perturbations(SimpleNamespace(x=x, x_adv=confined), np.ones(5, dtype=bool), 0.1)["beyond_eps"].any()
 
 
 def test_the_spearman_statistic_reads_the_trend_of_the_means():

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advclaims import models
-from advclaims.analysis import local_properties as lp
-from advclaims.analysis import local_properties_frequency as lpf
-from advclaims.analysis.smoothness import bound_fraction, neighbour_correlation
+from advclaims.analysis.local_properties import layers as lp
+from advclaims.analysis.local_properties import spectra as lpf
+from advclaims.analysis.local_properties.smoothness import bound_fraction, neighbour_correlation
 from advclaims.pipeline import AdversarialSet, TrainedModel
 
 seeds = st.integers(0, 2**16)

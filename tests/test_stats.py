@@ -1,4 +1,4 @@
-"""Statistics: intervals cover what they should, the verdict rule is claims.md's, tests are scipy's."""
+"""Statistics: intervals cover what they should, the verdict rule is docs/claims.md's, tests are scipy's."""
 
 import math
 

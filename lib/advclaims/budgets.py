@@ -2,7 +2,7 @@
 
 - smoke: narrow nets, training subsets, short schedules: minutes on 2 CPU cores for every claim.
 - fast: the papers' architectures, full data, ~15-epoch schedules (FGSM-RS for ADV): minutes on one GPU.
-- paper: the papers' own architectures, schedules and sample sizes (claims.md, common setting).
+- paper: the papers' own architectures, schedules and sample sizes (docs/claims.md, common setting).
 """
 
 from __future__ import annotations

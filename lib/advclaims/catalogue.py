@@ -13,6 +13,12 @@ import re
 from . import expected as expected_mod
 
 
+# the rules and settings every claim shares, and the invariants the attacks' property tests guard
+COMMON = 'Every statistic comes with an uncertainty: a bootstrap confidence interval over images (and over\nseeds where more than one seed is run). A claim is **reproduced** when the interval lies wholly\non the claimed side, **contradicted** when it lies wholly on the other side, and **inconclusive**\notherwise. All three must be visible in the report; never hide an inconclusive claim.\n\nCommon setting (paper `local_properties`, reused by the others where they fit): ResNet-18\n(CIFAR variant: 3x3 stem, no max-pool), STD = standard training, ADV = PGD adversarial training\n(L-inf, eps 8/255, step 2/255, 10 steps, random start). SGD momentum 0.9, weight decay 5e-4,\nlr 0.1 divided by 10 at 50% and 75% of 100 epochs. Evaluation attack PGD-20 (step 1/255).\nPaper figures: STD clean 94.4%; ADV clean 84.9%; ADV PGD-20 47.5% (last) / 51.9% (best\ncheckpoint); ADV FGSM 57.4%.'
+
+INVARIANTS = "- Every L-inf attack's output lies in the eps-ball around x and in the valid pixel box, for any\n  shape, eps and seed; eps = 0 returns x.\n- FGSM without clipping moves every pixel by exactly ±eps or 0.\n- Stronger is not weaker: on the same model and data, PGD-k accuracy ≤ FGSM accuracy (+ noise\n  margin), and more steps never raise accuracy beyond noise.\n- Seeded attacks are deterministic; a batch gives the same result as its items one by one.\n- Low-pass + high-pass = identity; the filters are linear; Parseval holds.\n- Subspace projection is idempotent and orthogonal; complement + projection = identity.\n- Local response differences of a conv layer are linear in the input difference\n  (conv(x̂) − conv(x) = conv(x̂ − x) for the bias-free conv).\n- DeepFool's output crosses the decision boundary of the model it attacked (for the samples it\n  reports as successful), with overshoot; a misclassified input is reported, not returned as a\n  zero-norm success."
+
+
 def _order(cid: str):
     m = re.match(r"([A-Z]+)-(\d+)$", cid)
     return (m.group(1), int(m.group(2))) if m else (cid, 0)
@@ -25,6 +31,8 @@ def _num(x) -> str:
 def entry(spec: expected_mod.ClaimSpec) -> list[str]:
     """One claim as markdown lines."""
     lines = [f"### {spec.id}: {spec.title}", "", f"- paper: `{spec.paper}`; source: {spec.source}"]
+    if spec.statement:
+        lines.append(f"- the claim: {spec.statement}")
     if spec.paper_setting:
         s = spec.paper_setting
         lines.append(f"- the paper's setting (where its figures are checked): {s['dataset']} at the "
@@ -57,33 +65,37 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(specs: dict[str, expected_mod.ClaimSpec] | None = None) -> str:
-    """docs/claims.md: every claim of every paper, in id order."""
-    specs = expected_mod.load() if specs is None else specs
-    papers = expected_mod.papers()
+def markdown(directory=None) -> str:
+    """docs/claims.md: every claim of every paper of ``directory`` (default: the project's expected/), in id order."""
+    specs = expected_mod.load(directory)
+    papers = expected_mod.papers(directory)
     lines = ["# The claims catalogue", "",
              "Generated from `expected/` by `advclaims claims --markdown`; do not edit by hand (tests/test_catalogue.py "
              "fails when this file and expected/ disagree). Each claim is one test in `claims/`; its verdict is "
              "reproduced when every deciding statistic's confidence interval lies on the claimed side of its "
              "threshold, contradicted when one lies wholly on the other side, inconclusive otherwise. *Threshold "
-             "from* says whether the paper states the threshold or we chose it (and why).", ""]
-    for paper in expected_mod.PAPERS:
+             "from* says whether the paper states the threshold or we chose it (and why).", "",
+             "## What every claim shares", "", COMMON, "", "Attack invariants (hypothesis property tests in tests/, "
+             "run on every commit):", "", INVARIANTS, ""]
+    for paper in expected_mod.paper_keys(specs):
         ids = sorted((cid for cid, s in specs.items() if s.paper == paper), key=_order)
         if not ids:
             continue
         meta = papers.get(paper, {})
         lines += [f"## {paper}: {meta.get('title', paper)}", ""]
         if meta:
-            lines += [f"{meta.get('authors', '')}. {meta.get('venue', '')}. {meta.get('note', '')}".strip(), ""]
+            lines += [f"{meta.get('authors', '')}; {meta.get('venue', '')}.", ""]
+            if meta.get("setting"):
+                lines += [meta["setting"], ""]
         lines += [f"Claims: {', '.join(ids)}.", ""]
         for cid in ids:
             lines += entry(specs[cid]) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def text(cid: str | None = None) -> str:
+def text(cid: str | None = None, directory=None) -> str:
     """``advclaims claims [ID]``: one claim in full, or one line per claim."""
-    specs = expected_mod.load()
+    specs = expected_mod.load(directory)
     if cid is not None:
         if cid not in specs:
             raise KeyError(f"unknown claim id {cid!r}; known: {', '.join(sorted(specs, key=_order))}")
@@ -92,5 +104,6 @@ def text(cid: str | None = None) -> str:
     for cid in sorted(specs, key=_order):
         s = specs[cid]
         findings = ", ".join(f"{k} {e.verdict.value}" for k, e in sorted(s.expect.items())) or "none recorded"
-        rows.append(f"{cid:<6} {s.paper:<17} {s.title}  [{len(s.checks)} checks; findings: {findings}]")
+        n = len(s.checks)
+        rows.append(f"{cid:<6} {s.paper:<17} {s.title}  [{n} check{'s' * (n != 1)}; findings: {findings}]")
     return "\n".join(rows) + "\n"

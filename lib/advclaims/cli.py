@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
     advclaims datasets [--data-root DIR]
     advclaims import ARCH:PATH|module:callable --role adv --dataset cifar10 [--name N] [--published-clean 0.849]
+    advclaims claims [ID] [--markdown]
     advclaims proxy-data DIR [--datasets cifar10 svhn ...] [--train N] [--test N]
     advclaims compare OLD.json NEW.json [--fail-on-flip]
 """
@@ -95,6 +96,18 @@ def _accuracy(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy: pass a fraction from 0 to 1, e.g. 0.849")
     return value
+
+
+def _claims(args) -> int:
+    from . import catalogue
+    from .expected import ExpectedError
+
+    try:
+        print(catalogue.markdown(args.expected) if args.markdown else catalogue.text(args.id, args.expected), end="")
+    except (KeyError, ExpectedError) as err:
+        print(f"advclaims claims: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _proxy_data(args) -> int:
@@ -219,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--data-root", type=_directory, default=None)
     i.add_argument("--device", type=_device, default="cpu")
     i.set_defaults(run=_import)
+    k = sub.add_parser("claims", help="the claims catalogue from expected/: every claim, or one in full")
+    k.add_argument("id", nargs="?", default=None, help="a claim id, e.g. LP-8 (default: one line per claim)")
+    k.add_argument("--markdown", action="store_true", help="the whole catalogue as markdown (docs/claims.md)")
+    k.add_argument("--expected", type=_directory, default=None, help="the expected/ folder (default: the project's)")
+    k.set_defaults(run=_claims)
     p = sub.add_parser("proxy-data", help="write Fashion-MNIST content in the exact on-disk layout of other datasets "
                                           "(to run their paths end to end; verdicts on it are not held against expected/)")
     p.add_argument("root", type=_directory, help="the data root to write under (pass it as --repro-data-root)")

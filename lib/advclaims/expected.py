@@ -8,6 +8,7 @@ claim and the field, never a silent default.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from . import data as data_mod
 from .stats import COMPARATORS, Verdict
 
 EXPECTED_DIR = Path(__file__).resolve().parents[2] / "expected"
-PAPERS = ("local_properties", "high_frequency", "info_bottleneck", "curvature")
+PAPERS = ("local_properties", "high_frequency", "info_bottleneck", "curvature")  # the four papers, in catalogue order
+PAPER_KEY = re.compile(r"[a-z][a-z0-9_]*$")  # a paper's key: its file's stem, its marker, its claims module's suffix
 
 
 class ExpectedError(ValueError):
@@ -78,6 +80,7 @@ class ClaimSpec:
     expect: dict = field(default_factory=dict)     # "dataset.budget" -> Expectation
     protocol_note: str | None = None
     parameters: tuple[ParameterSpec, ...] = ()
+    statement: str | None = None                   # the claim as the catalogue states it: what to measure, when it holds
 
     def expectation(self, dataset: str, budget: str, variants: tuple[str, ...] = ()) -> Expectation:
         """Most specific first: dataset.budget.variant (a test parameter such as an architecture),
@@ -193,7 +196,14 @@ def _parse_claim(cid: str, table: dict, paper: str, where: str) -> ClaimSpec:
         raise ExpectedError(f"{w}: field 'protocol_note' must be a str, got {note!r}")
     return ClaimSpec(cid, paper, _need(table, "title", str, w), _need(table, "source", str, w), tuple(checks),
                      tuple(values), _parse_setting(table.get("paper_setting", {}), w), _parse_expect(expect, w), note,
-                     _parse_parameters(table.get("parameters", []), w))
+                     _parse_parameters(table.get("parameters", []), w), _optional_text(table, "statement", w))
+
+
+def _optional_text(table: dict, key: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise ExpectedError(f"{where}: field '{key}' must be a non-empty str, got {value!r}")
+    return value
 
 
 def _basis(table: dict, where: str) -> tuple[str | None, str | None]:
@@ -250,6 +260,12 @@ def parse(text: str, *, paper: str, where: str = "<expected>") -> dict[str, Clai
     return {cid: _parse_claim(cid, table, paper, where) for cid, table in claims.items()}
 
 
+def paper_keys(specs: dict[str, ClaimSpec]) -> list[str]:
+    """The papers of ``specs``: the four in catalogue order, then any added ones alphabetically."""
+    found = {s.paper for s in specs.values()}
+    return [p for p in PAPERS if p in found] + sorted(found - set(PAPERS))
+
+
 def papers(directory: str | Path | None = None) -> dict[str, dict]:
     """Each paper file's ``[paper]`` table (title, authors, venue, note): whom the claims are from."""
     directory = Path(directory) if directory is not None else EXPECTED_DIR
@@ -269,8 +285,10 @@ def load(directory: str | Path | None = None) -> dict[str, ClaimSpec]:
         raise ExpectedError(f"expected/ folder not found at {directory}")
     out: dict[str, ClaimSpec] = {}
     for path in sorted(directory.glob("*.toml")):
-        if path.stem not in PAPERS:
-            raise ExpectedError(f"{path}: file name must be one of {', '.join(PAPERS)} (.toml)")
+        if path.stem not in PAPERS and not (PAPER_KEY.match(path.stem) and "paper" in tomllib.loads(
+                path.read_text(encoding="utf-8", errors="replace"))):
+            raise ExpectedError(f"{path}: file name must be one of {', '.join(PAPERS)} (.toml), or a new paper's key "
+                                f"(lower case, digits, _) in a file with a [paper] table (docs/adding-a-claim.md)")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:

@@ -80,7 +80,7 @@ class AdversarialSet:
 
 
 def attack_params(name: str, eps: float) -> dict:
-    """Evaluation attacks of claims.md's common setting, scaled to the dataset's eps."""
+    """Evaluation attacks of docs/claims.md's common setting, scaled to the dataset's eps."""
     if name == "pgd20":
         return {"eps": eps, "alpha": eps / 8, "steps": 20, "random_start": True}  # step 1/255 at eps 8/255
     if name == "fgsm":

@@ -5,7 +5,7 @@ over images (scipy.stats.bootstrap, BCa by default), which keeps its bootstrap d
 (``replicates``). Several training seeds pool into one Estimate by a hierarchical bootstrap
 (``pool``): resample the seeds, then for each drawn seed one of its image resamples; so the pooled
 interval carries the variance of training and of the method's own random draws as well as that of
-the evaluation images. The verdict rule of claims.md: reproduced when the interval lies wholly on
+the evaluation images. The verdict rule of docs/claims.md: reproduced when the interval lies wholly on
 the claimed side of the threshold, contradicted when it lies wholly on the other side,
 inconclusive otherwise.
 """
@@ -233,7 +233,7 @@ COMPARATORS = (">", ">=", "<", "<=")
 
 
 def verdict(estimate: Estimate, comparator: str, threshold: float) -> Verdict:
-    """The claims.md rule, applied to an interval against a threshold."""
+    """The docs/claims.md rule, applied to an interval against a threshold."""
     if comparator not in COMPARATORS:
         raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     if not estimate.finite:

@@ -63,7 +63,7 @@ class Recipe:
 
 
 def paper_recipe(method: str, eps: float) -> Recipe:
-    """claims.md common setting: 100 epochs, lr 0.1 /10 at 50% and 75%, PGD-10 step eps/4 for ADV."""
+    """docs/claims.md common setting: 100 epochs, lr 0.1 /10 at 50% and 75%, PGD-10 step eps/4 for ADV."""
     if method == "standard":
         return Recipe("standard", epochs=100)
     return Recipe("pgd", epochs=100, eps=eps, alpha=eps / 4, attack_steps=10)

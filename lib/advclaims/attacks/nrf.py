@@ -6,7 +6,7 @@ tanh space); with ``eps`` given, confined to the L-inf ball of radius eps (same 
 box). White box. The attack needs the model split at an intermediate layer, ``encode(x) -> Z``
 (N, C, H, W) and ``tail(Z) -> logits`` with ``tail(encode(x)) == model(x)``, and a 0/1 channel mask
 ``mask`` (N, C) per image: the non-robust channel index i_nr that the information bottleneck finds
-(``advclaims.analysis.info_bottleneck_features.fit_channel_masks``); Table 4's ablations pass the
+(``advclaims.analysis.info_bottleneck.bottleneck.fit_channel_masks``); Table 4's ablations pass the
 robust index instead, or minimise the norm.
 
 With x' = lo + (hi - lo) * (tanh(w) + 1) / 2 (box [lo, hi] = [0, 1], or [x - eps, x + eps] ∩ [0, 1]),
@@ -25,7 +25,7 @@ misclassified is returned unchanged (x itself), as in C&W and the authors' code.
 
 Defaults from the authors' code: c = 0.1, lr = 0.1, steps = 200, kappa = 0. Two deliberate
 differences from that code, so that a batch gives exactly the result of its images attacked one by
-one (claims.md's attack invariants): the norm is taken per image (the code takes one norm over the
+one (docs/claims.md's attack invariants): the norm is taken per image (the code takes one norm over the
 whole batch), and every step runs (the code stops early when the batch's total cost rose since the
 last third of the schedule).
 

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..iterations import cap
-from ..attacks import frozen
-from ..models.vgg import VGG16BN
-from ..models.wrn import WideResNet28
+from ...iterations import cap
+from ...attacks import frozen
+from ...models.vgg import VGG16BN
+from ...models.wrn import WideResNet28
 
 BETA = 0.3          # weight of the information loss (authors' code)
 STEPS = 200         # Adam steps on lambda

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import stats
-from ..attacks.confined_deepfool import confined_deepfool
-from ..evaluation import correct, predict
-from ..measurement import Measurement
-from . import curvature_figures as cfig
-from .curvature import Setup, deepfool_set
-from .curvature_directions import level_trend
-from .curvature_subspaces import deepfool_svd
+from ... import stats
+from ...attacks.confined_deepfool import confined_deepfool
+from ...evaluation import correct, predict
+from ...measurement import Measurement
+from . import figures as cfig
+from .operator import Setup, deepfool_set
+from .directions import level_trend
+from .subspaces import deepfool_svd
 
 PAPER_SIDES = (227, 200, 150, 120, 100)        # Table 1's d_low for AlexNet's 227-pixel input
 SCALES = (1, 2, 3, 4, 5, 10)                   # Table 1's f

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from .. import stats
-from ..evaluation import correct
-from ..measurement import Measurement
-from ..models import RESNET_STAGES
-from ..pipeline import AdversarialSet, TrainedModel
-from . import figures
-from . import local_properties_figures as lpfig
-from .responses import max_bound, response_differences, saturated_share
+from ... import stats
+from ...evaluation import correct
+from ...measurement import Measurement
+from ...models import RESNET_STAGES
+from ...pipeline import AdversarialSet, TrainedModel
+from .. import figures
+from . import figures as lpfig
+from ..responses import max_bound, response_differences, saturated_share
 
 LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2": "Layer2",
                "layer3": "Layer3", "layer4": "Layer4"}

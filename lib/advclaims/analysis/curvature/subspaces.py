@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import stats
-from ..attacks import fgsm, frozen, universal_perturbation
-from ..attacks.confined_deepfool import confined_deepfool
-from ..evaluation import correct
-from ..measurement import Measurement
-from . import curvature_figures as cfig
-from .curvature import PrincipalCurvatures, Setup
-from .curvature_directions import over_images, rank_correlation, spearman_rho
+from ... import stats
+from ...attacks import fgsm, frozen, universal_perturbation
+from ...attacks.confined_deepfool import confined_deepfool
+from ...evaluation import correct
+from ...measurement import Measurement
+from . import figures as cfig
+from .operator import PrincipalCurvatures, Setup
+from .directions import over_images, rank_correlation, spearman_rho
 
 KINDS = ("pos", "neg", "posneg", "flat")
 FRACTIONS = (0.125, 0.25, 0.5)   # "few directions": share of the input a subspace spans (subspace_fraction)

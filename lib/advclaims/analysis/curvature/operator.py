@@ -36,12 +36,12 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from .. import stats
-from ..attacks import deepfool, frozen
-from ..iterations import cap
-from ..attacks.targeted_deepfool import targeted_deepfool
-from ..measurement import Measurement
-from . import curvature_figures as cfig
+from ... import stats
+from ...attacks import deepfool, frozen
+from ...iterations import cap
+from ...attacks.targeted_deepfool import targeted_deepfool
+from ...measurement import Measurement
+from . import figures as cfig
 
 CURVATURE_VERSION = 2  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
 STEP_BACK = 0.8        # the authors evaluate the Hessian at x + 0.8 r, just short of the boundary

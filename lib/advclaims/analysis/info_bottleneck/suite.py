@@ -21,13 +21,13 @@ from dataclasses import replace
 
 import torch
 
-from .. import data as data_mod
-from ..attacks import bim, cw_l2, fgsm, pgd
-from ..attacks.nrf import nrf
-from ..evaluation import attack_batched
-from ..pipeline import AdversarialSet, Pipeline, TrainedModel
-from ..store import key_of
-from .info_bottleneck_features import (BETA, FIT_BATCH, ChannelMasks, encode_all, fit_channel_masks,
+from ... import data as data_mod
+from ...attacks import bim, cw_l2, fgsm, pgd
+from ...attacks.nrf import nrf
+from ...evaluation import attack_batched
+from ...pipeline import AdversarialSet, Pipeline, TrainedModel
+from ...store import key_of
+from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, encode_all, fit_channel_masks,
                                        split_at_last_conv_block)
 
 SUITE_VERSION = 1    # bump when an attack or the bottleneck changes meaning: cached sets and masks rebuild
@@ -47,6 +47,9 @@ ATTACKS = {
     "rf_max": ("nrf", {**_NRF, "channels": "robust", "gradient_norm": "max", "linf": False}),
     "rf_min": ("nrf", {**_NRF, "channels": "robust", "gradient_norm": "min", "linf": False}),
 }
+ATTACK_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "cw": "CW", "nrf": "NRF (L2, paper)",
+                 "nrf_linf": "NRF (L-inf eps)", "nrf_min": "||G_nr|| min", "rf_max": "||G_r|| max",
+                 "rf_min": "||G_r|| min"}
 THREAT_MODEL = {"fgsm": "L-inf eps", "bim": "L-inf eps", "pgd": "L-inf eps", "cw": "L2, unbounded",
                 "nrf": "L2, unbounded", "nrf_linf": "L-inf eps", "nrf_min": "L2, unbounded",
                 "rf_max": "L2, unbounded", "rf_min": "L2, unbounded"}

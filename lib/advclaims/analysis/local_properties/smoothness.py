@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .. import stats
-from ..evaluation import correct
-from ..measurement import Measurement
-from ..pipeline import AdversarialSet, TrainedModel
-from . import local_properties_figures as lpfig
-from .local_properties import same_images
+from ... import stats
+from ...evaluation import correct
+from ...measurement import Measurement
+from ...pipeline import AdversarialSet, TrainedModel
+from . import figures as lpfig
+from .layers import same_images
 
 BOUND_RTOL = 1e-3  # a pixel "reaches" eps when |delta| >= eps * (1 - BOUND_RTOL): float32 projection error
 

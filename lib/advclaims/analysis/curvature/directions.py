@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from .. import stats
-from ..measurement import Measurement
-from . import curvature_figures as cfig
-from .curvature import PrincipalCurvatures
+from ... import stats
+from ...measurement import Measurement
+from . import figures as cfig
+from .operator import PrincipalCurvatures
 
 S_MAX_FACTORS = (0.5, 1.0, 2.0)   # s_max / mean image norm at which the claims are read (expected/: s_max)
 S_MAX_DEFAULT = 1.0

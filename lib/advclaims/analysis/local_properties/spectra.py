@@ -3,24 +3,23 @@
 Accuracy curves over the filtering radius (Fig. 1, Fig. 6) are per-image 0/1 matrices (images x
 radii), so every statistic of a curve (its peak, its fall, its rank correlation with the radius)
 gets a bootstrap interval by resampling images and recomputing the curve. Radii run over every
-integer from 1 to the full spectrum (``frequency.full_radius``), as in claims.md.
+integer from 1 to the full spectrum (``frequency.full_radius``), as in docs/claims.md.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .. import stats
-from ..evaluation import predict
-from ..measurement import Measurement
-from ..pipeline import AdversarialSet, TrainedModel
-from . import frequency as F
-from . import local_properties_figures as lpfig
-from .local_properties import bootstrap_images, same_images, spearman_rho
+from ... import stats
+from ...evaluation import predict
+from ...measurement import Measurement
+from ...pipeline import AdversarialSet, TrainedModel
+from .. import frequency as F
+from . import figures as lpfig
+from .layers import bootstrap_images, same_images, spearman_rho
 
 INNER_BAND = 0.25  # LP-4: the inner (low-frequency) disc has radius INNER_BAND * image side (half of Nyquist)
 
@@ -163,7 +162,7 @@ def frequency_swap(std: TrainedModel, std_set: AdversarialSet, *, adv: TrainedMo
                    adv_set: AdversarialSet | None = None) -> Measurement:
     """LP-3: on STD, "nat low + adv high" accuracy rises with the threshold radius and "adv low +
     nat high" falls; Spearman rho of accuracy against radius, bootstrap over images. ADV's curves
-    (Fig. 1d), when given, are drawn but not checked (claims.md checks STD)."""
+    (Fig. 1d), when given, are drawn but not checked (docs/claims.md checks STD)."""
     radii = radii_of(std_set.x)
     s = swap_curves(std, std_set, radii)
     n = len(std_set.y)

@@ -1,0 +1,123 @@
+"""IB-5 and IB-6 of the information-bottleneck paper: the NRF attack against FGSM, BIM, PGD and CW (Table 3), and
+the gradient-norm ablation (Table 4). Perturbation norms are read over successful attacks only, with the share
+of them beyond the L-inf budget, so that an unequal threat model is visible beside every accuracy.
+"""
+
+from __future__ import annotations
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ... import stats
+from ...evaluation import correct
+from ...measurement import Measurement
+from .suite import THREAT_MODEL, EvaluationSuite
+
+from . import figures
+from .features import as_numpy, suite_notes, table_row
+from .suite import ATTACK_LABELS
+
+BEYOND_EPS_TOL = 1e-6  # float rounding of a confined attack's box edge, in pixels
+
+
+def successful_perturbations(s, successful: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """Per image: L2 and L-inf norms of x_adv - x; ``successful`` (bool) marks the attack's successes (a clean
+    image the model gets right, misclassified after the attack). Norms are read over those only: C&W and NRF
+    return x where they fail, and an image misclassified already needs no perturbation, so a mean over all
+    images counts either as a perturbation of size 0. ``beyond_eps``: which successes exceed eps in L-inf."""
+    delta = (s.x_adv - s.x).flatten(1)
+    l2, linf = as_numpy(delta.norm(dim=1)), as_numpy(delta.abs().amax(dim=1))
+    return {"l2": l2, "linf": linf, "successful": successful, "beyond_eps": linf[successful] > eps + BEYOND_EPS_TOL}
+
+
+def mean_or_value(values: np.ndarray):
+    """The mean with its interval where there are 2 or more values; the plain mean (or None) otherwise."""
+    if len(values) >= 2:
+        return stats.mean(values)
+    return float(values.mean()) if len(values) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# IB-5 (Table 3) and IB-6 (Table 4)
+
+
+def _attack_table(suite: EvaluationSuite, names: tuple[str, ...], *, build_order: tuple[str, ...] = ()):
+    """Accuracy and perturbation norms per attack; ``build_order`` says which sets to build first, so that two
+    claims sharing a set (IB-5 and IB-6 share NRF) build it once without waiting on each other. Norms are
+    over the attack's successes (clean right, adversarial wrong), beside their share of the images and the
+    fraction of them beyond the L-inf eps of FGSM/BIM/PGD."""
+    for name in build_order:
+        suite.attack(name)
+    ok, norms, rows = {}, {}, []
+    clean = as_numpy(correct(suite.model.module, suite.x, suite.y))
+    rows.append(table_row(attack="Clean", threat_model="–", accuracy=stats.mean(clean), successful=0.0, l2=0.0, linf=0.0,
+                     beyond_eps=0.0, steps=0))
+    for name in names:
+        s = suite.attack(name)
+        ok[name] = as_numpy(correct(suite.model.module, s.x_adv, suite.y))
+        p = norms[name] = successful_perturbations(s, (clean == 1) & (ok[name] == 0), suite.eps)
+        won = p["successful"]
+        rows.append(table_row(attack=ATTACK_LABELS[name], threat_model=THREAT_MODEL[name], accuracy=stats.mean(ok[name]),
+                         successful=float(won.mean()), l2=mean_or_value(p["l2"][won]), linf=mean_or_value(p["linf"][won]),
+                         beyond_eps=float(p["beyond_eps"].mean()) if won.any() else None,
+                         steps=s.params.get("steps", 1)))
+    return clean, ok, norms, rows
+
+
+def _norm_values(norms: dict) -> dict[str, float]:
+    """Point values per attack: its successes' share of the images, their mean L2 and L-inf norms, and the
+    fraction of them beyond eps in L-inf."""
+    values = {}
+    for name, p in norms.items():
+        won = p["successful"]
+        values[f"{name}_successful_fraction"] = float(won.mean())
+        if won.any():
+            values[f"{name}_l2_of_successful"] = float(p["l2"][won].mean())
+            values[f"{name}_linf_of_successful"] = float(p["linf"][won].mean())
+            values[f"{name}_beyond_eps_fraction"] = float(p["beyond_eps"].mean())
+    return values
+
+
+def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
+    """IB-5 (Section 4, Table 3): accuracy under FGSM, BIM, PGD, CW and NRF (as in the paper: unbounded L2;
+    and confined to the L-inf eps-ball), each beside its perturbation norms over its successes and the
+    fraction of those beyond eps in L-inf, so that NRF's unequal threat model stays visible.
+    Statistics are accuracy differences (other attack minus NRF), paired over test images."""
+    names = ("fgsm", "bim", "pgd", "cw", "nrf", "nrf_linf")
+    clean, ok, norms, rows = _attack_table(suite, names, build_order=("nrf", "nrf_linf"))
+    statistics = {"cw_minus_nrf": stats.mean_difference(ok["cw"], ok["nrf"])}
+    for a in ("fgsm", "bim", "pgd"):
+        statistics[f"{a}_minus_nrf_linf"] = stats.mean_difference(ok[a], ok["nrf_linf"])
+    for a in ("fgsm", "bim", "pgd"):
+        statistics[f"{a}_minus_nrf"] = stats.mean_difference(ok[a], ok["nrf"])
+    values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
+    values.update(_norm_values(norms))
+    values[f"{suite.arch}_clean_accuracy"] = float(clean.mean())
+
+    def draw(path: Path) -> None:
+        figures.accuracy_and_norms(path, rows, eps=suite.eps,
+                            title=f"{suite.model.label}: accuracy and perturbation size per attack")
+
+    return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table3": rows},
+                       figures={f"table3_{suite.arch}": draw}, notes=suite_notes(suite))
+
+
+def gradient_norm_ablation(suite: EvaluationSuite) -> Measurement:
+    """IB-6: the NRF objective with the non-robust or the robust channel mask, its gradient norm
+    maximised or minimised (Table 4). Statistics: accuracy under each variant minus accuracy under
+    maximised ||G_nr|| (NRF), paired over test images."""
+    names = ("nrf", "nrf_min", "rf_max", "rf_min")
+    clean, ok, norms, rows = _attack_table(suite, names, build_order=("nrf_min", "rf_max", "rf_min"))
+    statistics = {f"{n}_minus_nrf": stats.mean_difference(ok[n], ok["nrf"]) for n in names[1:]}
+    values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
+    values.update(_norm_values(norms))
+
+    def draw(path: Path) -> None:
+        figures.accuracy_and_norms(path, rows, eps=suite.eps, title=f"{suite.model.label}: gradient-norm ablation (Table 4)")
+
+    return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table4": rows},
+                       figures={f"table4_{suite.arch}": draw}, notes=suite_notes(suite))
+
+

@@ -1,0 +1,344 @@
+"""A claim's verdict: its Measurements (one per training seed) pooled, held against expected/, recorded, and
+the test passed (verdict as expected), xfailed (a known finding) or failed (anything else; the message says what
+to record if the change is real). Unmeasurable statistics make the instance inconclusive with their reason."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from . import data as data_mod
+from . import expected as expected_mod
+from . import external as external_mod
+from . import report as report_mod
+from . import seeds as seeds_mod
+from .attacks._common import NonFiniteLogits
+from .health import ModelUnhealthy
+from .measurement import Measurement
+from .options import CATALOGUE, seeds_of
+from .pipeline import Pipeline
+from .stats import Unmeasurable, Verdict, combine, verdict
+from .training import TrainingDiverged
+
+CHECKED = pytest.StashKey[bool]()
+
+
+MEASUREMENTS = pytest.StashKey[list]()
+
+
+STARTED = pytest.StashKey[float]()
+
+
+PROPERTY = "advclaims-record"
+
+
+PIPELINES: list[Pipeline] = []  # the session's pipeline, once a test has asked for it
+
+
+USED_FROM = pytest.StashKey[int]()
+
+
+def pytest_runtest_setup(item):
+    item.stash[STARTED] = time.perf_counter()
+    item.stash[USED_FROM] = len(PIPELINES[0].used) if PIPELINES else 0
+
+
+def _models_used(item) -> list[dict]:
+    """The models the instance was handed (trained or external), one summary per model."""
+    if not PIPELINES:
+        return []
+    seen = {}
+    for model in PIPELINES[0].used[item.stash.get(USED_FROM, 0):]:
+        seen.setdefault(model.key, model.summary())
+    return list(seen.values())
+
+
+def instance_of(item) -> tuple[expected_mod.ClaimSpec, str, str, tuple[str, ...]]:
+    """The claim spec, dataset, variant id and other parameters of a claim test item."""
+    marker = item.get_closest_marker("claim")
+    if marker is None:
+        raise pytest.UsageError(f"{item.nodeid} uses `check` but has no @pytest.mark.claim(\"ID\")")
+    spec: expected_mod.ClaimSpec = item.config.stash[CATALOGUE][marker.args[0]]
+    callspec = getattr(item, "callspec", None)
+    dataset = callspec.params.get("dataset") if callspec else None
+    if dataset is None:
+        raise pytest.UsageError(f"{item.nodeid}: a claim test must be parametrised over datasets (on_datasets)")
+    variant = callspec.id  # every parameter of the instance, e.g. "cifar10" or "cifar10-vgg16"
+    others = tuple(str(v) for k, v in sorted(callspec.params.items()) if k != "dataset")
+    others += tuple(p for p in variant.split("-") if p != dataset and p not in others)
+    return spec, dataset, variant, others
+
+
+def _proxy(config, dataset: str) -> dict | None:
+    """The proxy marker of ``dataset`` under the session's data root (advclaims.proxy), or None."""
+    root = config.getoption("--repro-data-root")
+    try:
+        return data_mod.proxy_marker(dataset, Path(root).expanduser() if root else data_mod.default_root())
+    except data_mod.DatasetCorrupt:
+        return None
+
+
+def _outcome(item, record: dict, expectation: expected_mod.Expectation) -> str:
+    """passed, known finding, failed, or "proxy data" (no expected verdict is held against a proxy)."""
+    if record.get("proxy"):
+        return "proxy data"
+    outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
+    if record["verdict"] == expectation.verdict.value and not outside:
+        return "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
+    return "failed"
+
+
+def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) -> list[str]:
+    lines = [f"{spec.id} on {variant} at the {budget} budget: verdict {record['verdict']}, "
+             f"expected/{spec.paper}.toml expects {record['expected']}."]
+    if record.get("unmeasurable"):
+        lines.append(f"  not measurable: {record['unmeasurable']}")
+    lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
+              f"{c['verdict']}" for c in record["checks"] if c.get("value") is not None]
+    lines += [f"  paper value {v['statistic']}: measured {v['measured']:.4g}, paper {v['paper']} ± {v['tolerance']}"
+              for v in record["values"] if record["paper_setting"] and v["within"] is False]
+    lines.append(f"If this is a real change, record it under [claims.{spec.id}.expect.\"{dataset}.{budget}\"] "
+                 f"with its reason.")
+    return lines
+
+
+def _record(item, measurement: Measurement | None, unmeasurable: str | None = None, *,
+            seeds: tuple[int, ...] | None = None) -> tuple[dict, list[str]]:
+    """The report record of a claim instance (from its Measurement, or from the reason it could not be
+    measured) and its outcome; the record travels to the controller in the item's user properties."""
+    spec, dataset, variant, others = instance_of(item)
+    budget = item.config.getoption("--repro-budget")
+    seeds = seeds if seeds is not None else seeds_of(item.config)
+    if measurement is not None:
+        record = _evaluate(spec, measurement, dataset, budget, seeds, others)
+    else:
+        record = _unmeasured(spec, unmeasurable, dataset, budget, seeds, others)
+    proxy = _proxy(item.config, dataset)
+    models = _models_used(item)
+    record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy, "models": models,
+                   "variance": seeds_mod.coverage(seeds, external=any(m["source"].get("kind") != "trained"
+                                                                      for m in models)),
+                   "wall_seconds": time.perf_counter() - item.stash.get(STARTED, time.perf_counter())})
+    record["outcome"] = _outcome(item, record, spec.expectation(dataset, budget, others))
+    return record, _failure_lines(spec, record, variant, dataset, budget)
+
+
+def _publish(item, report, record: dict) -> None:
+    prop = (PROPERTY, json.dumps(record, default=str))
+    item.user_properties.append(prop)
+    if report is not None and prop not in report.user_properties:
+        report.user_properties.append(prop)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A claim test runs once per training seed; its Measurements pool into one verdict."""
+    item = pyfuncitem
+    if item.get_closest_marker("claim") is None or "check" not in item.fixturenames:
+        return None
+    seeds = seeds_of(item.config)
+    item.stash[MEASUREMENTS] = []
+    for k, seed in enumerate(seeds):
+        kwargs = ({a: item.funcargs[a] for a in item._fixtureinfo.argnames} if k == 0
+                  else seeds_mod.arguments_for_seed(item, seed))
+        item.obj(**kwargs)
+        if len(item.stash[MEASUREMENTS]) != k + 1:
+            pytest.fail(f"{item.nodeid}: a claim test must hand its measurement to `check` once per run; it handed "
+                        f"{len(item.stash[MEASUREMENTS]) - k} for seed {seed}", pytrace=False)
+        if k == 0 and not seeds_mod.seed_dependent(item):
+            break  # nothing in this test depends on the seed: one run is all there is
+    measured = item.stash[MEASUREMENTS]
+    _finish(item, seeds_mod.pool(measured, seeds[:len(measured)]), seeds[:len(measured)])
+    return True
+
+
+def _finish(item, measurement: Measurement, seeds: tuple[int, ...]) -> None:
+    if item.config.getoption("--repro-preflight"):
+        _record(item, measurement, seeds=seeds)  # every step up to the verdict runs; the verdict is not shown
+        return
+    record, failure = _record(item, measurement, seeds=seeds)
+    _draw(record, measurement, item.config.getoption("--repro-report"))
+    _publish(item, None, record)
+    if record["outcome"] == "known finding":
+        pytest.xfail(f"known finding ({record['claim']} {record['verdict']} on {record['dataset']}/"
+                     f"{record['budget']}): {record['expected_reason']}")
+    if record["outcome"] == "failed":
+        pytest.fail("\n".join(failure), pytrace=False)
+
+
+def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget: str, seeds,
+                variants: tuple[str, ...]) -> dict:
+    """The record of an instance whose data do not allow its statistics: inconclusive, with the reason."""
+    expectation = spec.expectation(dataset, budget, variants)
+    checks = [{"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
+               "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance, "value": None, "low": None,
+               "high": None, "n": 0, "verdict": Verdict.INCONCLUSIVE.value} for c in spec.checks]
+    return {
+        "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
+        "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": 0, "verdict": Verdict.INCONCLUSIVE.value,
+        "expected": expectation.verdict.value, "expected_reason": expectation.reason, "checks": checks,
+        "values": [], "paper_setting": spec.in_paper_setting(dataset, budget), "tables": {}, "tests": [],
+        "notes": [f"not measurable: {reason}"], "unmeasurable": reason, "protocol_note": spec.protocol_note,
+        "figures": [], "figure_errors": [],
+    }
+
+
+def evaluate(claim_id: str, measurement: Measurement, *, dataset: str = "fashion_mnist", budget: str = "smoke",
+             expected_dir: str | Path | None = None) -> dict:
+    """The record a claim instance would get from ``measurement`` (its "verdict" above all), outside a pytest
+    run: for tests that feed an analysis a case where the claim is false and show the verdict changes."""
+    spec = expected_mod.load(expected_dir)[claim_id]
+    return _evaluate(spec, measurement, dataset, budget, (0,))
+
+
+UNINFORMATIVE = "uninformative"  # a check whose statistic cannot vary (saturated): shown, never deciding
+
+
+def _check_record(c: expected_mod.CheckSpec, est, spec_id: str) -> dict:
+    if not math.isfinite(est.value):
+        raise ValueError(f"{spec_id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
+                         f"is broken (diverged training?)")
+    record = {"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
+              "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance, "basis": c.basis,
+              "basis_note": c.basis_note, **est.as_dict()}
+    if est.uninformative:
+        record.update(verdict=UNINFORMATIVE, uninformative=est.uninformative)
+        return record
+    record["verdict"] = verdict(est, c.comparator, c.threshold).value
+    if c.threshold_range is not None:  # our threshold: the verdict at either end of the range we would defend
+        record["threshold_range"] = list(c.threshold_range)
+        record["verdict_across_threshold"] = {f"{t:g}": verdict(est, c.comparator, t).value for t in c.threshold_range}
+    return record
+
+
+def _combined(checks: list[dict]) -> str:
+    deciding = [Verdict(c["verdict"]) for c in checks if c["verdict"] != UNINFORMATIVE]
+    return combine(deciding).value if deciding else Verdict.INCONCLUSIVE.value
+
+
+def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict]) -> tuple[list[dict], list[str]]:
+    """The verdict at every value of each declared protocol parameter, and what the verdict depends on."""
+    rows, depends = [], []
+    for p in spec.parameters:
+        grid = m.sensitivity.get(p.name, {})
+        verdicts = set()
+        for value in p.values:
+            label = f"{value:g}"
+            if value == p.default:
+                at = checks
+            else:
+                if label not in grid:
+                    raise KeyError(f"{spec.id}: expected/{spec.paper}.toml declares parameter {p.name} = {label}, but "
+                                   f"the analysis measured it at {sorted(grid)}")
+                at = [_check_record(c, grid[label][c.statistic], spec.id) for c in spec.checks
+                      if c.statistic in grid[label]]
+            v = _combined(at)
+            verdicts.add(v)
+            rows.append({"parameter": p.name, "value": value, "default": value == p.default, "verdict": v,
+                         "checks": {c["statistic"]: {k: c[k] for k in ("value", "low", "high", "verdict")} for c in at}})
+        if len(verdicts) > 1:
+            depends.append(p.name)
+    for c in checks:
+        if len(set(c.get("verdict_across_threshold", {}).values()) | {c["verdict"]}) > 1:
+            depends.append(f"the threshold of {c['statistic']} (ours: {c['threshold_range'][0]:g} to "
+                           f"{c['threshold_range'][1]:g})")
+    return rows, depends
+
+
+def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds,
+              variants: tuple[str, ...] = ()) -> dict:
+    checks = []
+    for c in spec.checks:
+        if c.statistic not in m.statistics:
+            raise KeyError(f"{spec.id}: the analysis measured {sorted(m.statistics)} but expected/{spec.paper}.toml "
+                           f"checks {c.statistic!r}")
+        checks.append(_check_record(c, m.statistics[c.statistic], spec.id))
+    in_setting = spec.in_paper_setting(dataset, budget)
+    values = []
+    for v in spec.values:
+        measured = m.values.get(v.statistic)
+        within = None if measured is None else abs(measured - v.paper) <= v.tolerance
+        values.append({"statistic": v.statistic, "description": v.description, "paper": v.paper,
+                       "tolerance": v.tolerance, "measured": measured, "within": within})
+    expectation = spec.expectation(dataset, budget, variants)
+    sensitivity, depends = _sensitivity(spec, m, checks)
+    return {
+        "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
+        "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
+        "verdict": _combined(checks), "depends_on": depends, "sensitivity": sensitivity,
+        "expected": expectation.verdict.value, "expected_reason": expectation.reason,
+        "checks": checks, "values": values, "paper_setting": in_setting, "tables": m.tables,
+        "tests": [{"name": k, **vars(t)} for k, t in m.tests.items()], "notes": m.notes,
+        "protocol_note": spec.protocol_note, "figures": [], "figure_errors": [],
+    }
+
+
+def _draw(record: dict, m: Measurement, report_dir: str | None) -> None:
+    if not report_dir:
+        return
+    for name, draw in m.figures.items():
+        rel = Path("figures") / f"{record['claim']}_{record.get('variant', record['dataset'])}_{name}.png"
+        try:
+            draw(Path(report_dir) / rel)
+            record["figures"].append(str(rel))
+        except Exception as err:  # a broken figure must not lose the measured verdict
+            record["figure_errors"].append(f"{rel}: {type(err).__name__}: {err}")
+            warnings.warn(f"figure {rel} could not be drawn: {err}")
+
+
+# errors whose message already says what happened and what to do: shown as one line, no traceback
+_USER_ERRORS = (NonFiniteLogits, TrainingDiverged, ModelUnhealthy, external_mod.ModelRefused, data_mod.DatasetCorrupt,
+                data_mod.DatasetMissing)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if (report.failed and call.excinfo is not None and call.excinfo.errisinstance(Unmeasurable)
+            and item.get_closest_marker("claim") is not None and call.when in ("setup", "call")):
+        _unmeasurable_report(item, report, str(call.excinfo.value))
+    elif report.failed and call.excinfo is not None and call.excinfo.errisinstance(_USER_ERRORS):
+        err = call.excinfo.value
+        report.longrepr = f"{item.nodeid}: {type(err).__name__}: {err}"
+    return report
+
+
+def _unmeasurable_report(item, report, reason: str) -> None:
+    """A claim whose data do not allow its statistics is inconclusive with that reason: recorded like any
+    verdict, and the test passes, xfails or fails by expected/ as a measured one would."""
+    item.stash[CHECKED] = True
+    if item.config.getoption("--repro-preflight"):
+        from .preflight import (
+            note,  # registered as a plugin of its own (pytest_plugins): imported by pytest first
+        )
+        note(item, f"not measurable at preflight sizes: {reason}")
+        if report.when == "call":
+            report.outcome, report.longrepr = "passed", None
+        else:
+            report.outcome, report.longrepr = "skipped", (str(item.path), item.location[1] or 0, reason)
+        return
+    record, failure = _record(item, None, reason)
+    _publish(item, report, record)
+    if record["outcome"] == "failed":
+        report.longrepr = "\n".join(failure)
+    elif record["outcome"] == "known finding":
+        report.outcome, report.wasxfail = "skipped", f"known finding ({record['claim']} inconclusive): {reason}"
+    elif report.when == "call":
+        report.outcome, report.longrepr = "passed", None
+    else:  # setup could not finish, so the test body cannot run: shown as a skip that carries the reason
+        report.outcome, report.longrepr = "skipped", (str(item.path), item.location[1] or 0,
+                                                      f"{record['outcome']}: not measurable: {reason}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    if item.get_closest_marker("claim") is not None and not item.stash.get(CHECKED, False):
+        pytest.fail(f"{item.nodeid}: a claim test must hand its measurement to `check`; it passed without a verdict",
+                    pytrace=False)
+    return result
