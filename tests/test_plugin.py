@@ -377,3 +377,11 @@ def test_the_verdict_across_our_choices_says_what_it_depends_on_and_saturated_ch
     assert record["depends_on"] == ["radius", "the threshold of diff (ours: 0 to 0.5)"]
     md = (tmp_path / "r" / "report.md").read_text()
     assert "depends on radius" in md and "Verdict across our protocol parameters" in md
+
+
+def test_a_preflight_session_leaves_no_iteration_cap_behind(project, tmp_path):
+    from advclaims import iterations
+    project.makepyfile(test_preflight=PREFLIGHT)
+    project.runpytest("test_preflight.py", "--repro-preflight", "--repro-budget=paper",
+                      f"--repro-cache={tmp_path / 'store'}")
+    assert not iterations.capped() and iterations.cap(20) == 20

@@ -20,6 +20,7 @@ from . import data as data_mod
 from . import distributed
 from . import external
 from . import health as health_mod
+from . import iterations
 from . import models as models_mod
 from .attacks import fgsm, pgd
 from .evaluation import attack_batched
@@ -174,6 +175,9 @@ class Pipeline:
 
     def _trained(self, role: str, dataset: str, *, arch: str, weight_decay: float, seed: int,
                  label: str | None) -> TrainedModel:
+        if iterations.capped() and not self.budget.preflight:  # a capped model must never pass for a real one
+            raise RuntimeError("iteration counts are capped (advclaims.iterations) outside a preflight: a preflight "
+                               "session left its cap behind; nothing is trained under it")
         spec = self.model_spec(role, dataset, arch=arch, weight_decay=weight_decay, seed=seed)
         from .store import key_of
 

@@ -36,6 +36,12 @@ def pytest_configure(config):
         iterations.set_cap(iterations.PREFLIGHT_ITERATIONS)
 
 
+def pytest_unconfigure(config):
+    # the cap is process-wide: a preflight session run inside another (pytester) must not leave it behind
+    if enabled(config):
+        iterations.set_cap(None)
+
+
 def _rss_mib() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
