@@ -21,7 +21,8 @@ from _pytest.config.argparsing import Parser
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from advclaims import budgets, cli, data, expected, models, options, verdicts
+from advclaims import budgets, cli, data, expected, models, verdicts
+from advclaims import options as options_mod
 from advclaims.attacks import (NonFiniteLogits, bim, confined_deepfool, cw_l2, deepfool, fgsm, nrf, pgd,
                                targeted_deepfool, universal_perturbation)
 from advclaims.evaluation import attack_batched
@@ -305,13 +306,13 @@ def test_a_claim_on_wrong_files_errors_in_one_line_and_on_absent_files_skips(pyt
 # pytest options: pure validation, fuzzed; then the real option parser
 
 
-def validate(options: dict, tmp_path, *, cuda_count=0, workers=1, cpu_count=4) -> options.ReproOptions:
-    return options.validate_options({"--repro-budget": "smoke", **options}, storage=tmp_path / "runs",
+def validate(options: dict, tmp_path, *, cuda_count=0, workers=1, cpu_count=4) -> options_mod.ReproOptions:
+    return options_mod.validate_options({"--repro-budget": "smoke", **options}, storage=tmp_path / "runs",
                                    cuda_count=cuda_count, workers=workers, cpu_count=cpu_count)
 
 
 def test_good_options_give_a_config(tmp_path):
-    assert validate({}, tmp_path) == options.ReproOptions("smoke", torch.device("cpu"), None)
+    assert validate({}, tmp_path) == options_mod.ReproOptions("smoke", torch.device("cpu"), None)
     assert validate({"--repro-device": "auto"}, tmp_path, cuda_count=2, workers=2).device == torch.device("cuda")
     assert validate({"--repro-threads": 3}, tmp_path).threads == 3
     assert validate({}, tmp_path, workers=2, cpu_count=8).threads == 4  # cores / xdist workers
@@ -345,7 +346,7 @@ def test_bad_options_are_one_usage_error_naming_option_and_fix(tmp_path, options
 values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=30),
                    st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "cuda:1", "latest", "smoke", "paper", "0001",
                                     "", "/", "/dev/null"]))
-option_dicts = st.dictionaries(st.sampled_from(options.VALIDATED_OPTIONS), values)
+option_dicts = st.dictionaries(st.sampled_from(options_mod.VALIDATED_OPTIONS), values)
 
 
 @given(options=option_dicts, cuda_count=st.integers(0, 2), workers=st.integers(1, 8))
@@ -353,7 +354,7 @@ option_dicts = st.dictionaries(st.sampled_from(options.VALIDATED_OPTIONS), value
 def test_fuzzed_options_give_a_config_or_one_usage_error(tmp_path_factory, options, cuda_count, workers):
     tmp_path = tmp_path_factory.getbasetemp()
     try:
-        result = options.validate_options(options, storage=tmp_path / "no-runs", cuda_count=cuda_count,
+        result = options_mod.validate_options(options, storage=tmp_path / "no-runs", cuda_count=cuda_count,
                                          workers=workers, cpu_count=4)
     except pytest.UsageError as err:
         one_line(err)
@@ -364,7 +365,7 @@ def test_fuzzed_options_give_a_config_or_one_usage_error(tmp_path_factory, optio
 
 def _parse_pytest_options(argv: list[str]) -> argparse.Namespace:
     parser = Parser(_ispytest=True)
-    options.pytest_addoption(parser)
+    options_mod.pytest_addoption(parser)
     return parser.parse(argv)
 
 
@@ -387,8 +388,8 @@ def test_fuzzed_pytest_argv_parses_or_is_a_usage_error(tmp_path_factory, pairs):
         assert re.match(r"\S+: error: argument --repro-", str(err).splitlines()[-1]), err
         return
     try:
-        options.validate_options({name: getattr(ns, name.lstrip("-").replace("-", "_"))
-                                 for name in options.VALIDATED_OPTIONS},
+        options_mod.validate_options({name: getattr(ns, name.lstrip("-").replace("-", "_"))
+                                 for name in options_mod.VALIDATED_OPTIONS},
                                 storage=tmp_path_factory.getbasetemp() / "no-runs", cuda_count=0, workers=1,
                                 cpu_count=4)
     except pytest.UsageError as err:
@@ -415,22 +416,22 @@ def test_the_budget_from_the_environment_is_validated_too(pytester, monkeypatch)
     ("", set()),
 ])
 def test_marker_names_are_the_identifiers_of_the_expression(expression, names):
-    assert options.marker_names(expression) == names
+    assert options_mod.marker_names(expression) == names
 
 
 def test_an_unknown_marker_suggests_the_nearest_and_lists_the_known():
     with pytest.raises(pytest.UsageError) as error:
-        options.check_marker_expression("cifar and not slow", {"cifar10", "cifar100", "slow", "unit"})
+        options_mod.check_marker_expression("cifar and not slow", {"cifar10", "cifar100", "slow", "unit"})
     message = one_line(error.value)
     assert "unknown marker 'cifar'" in message and "did you mean cifar10" in message and "unit" in message
-    options.check_marker_expression("cifar10 and not slow", {"cifar10", "slow"})  # known: no error
+    options_mod.check_marker_expression("cifar10 and not slow", {"cifar10", "slow"})  # known: no error
 
 
 @given(st.text(max_size=40))
 @settings(deadline=None, max_examples=200)
 def test_any_marker_expression_is_known_or_one_usage_error(expression):
     try:
-        options.check_marker_expression(expression, {"cifar10", "slow"})
+        options_mod.check_marker_expression(expression, {"cifar10", "slow"})
     except pytest.UsageError as err:
         one_line(err)
 
