@@ -25,7 +25,7 @@ def blocks() -> list[tuple[str, str]]:
 
 def test_the_page_has_the_four_pieces():
     paths = [p for p, _ in blocks()]
-    assert paths == ["expected/local_properties.toml", "lib/advclaims/analysis/local_properties/cost.py",
+    assert paths == ["expected/local_properties.toml", "lib/advclaims/analysis/local_properties/robustness.py",
                      "claims/test_local_properties.py", "tests/test_can_fail_local_properties.py"]
 
 
@@ -54,7 +54,7 @@ def _run(project: Path, *args: str, store: Path) -> subprocess.CompletedProcess:
 
 def test_the_worked_example_runs_end_to_end(project, pipeline, tmp_path):
     store = pipeline.store.root  # the session's store: the smoke models the claims train are reused
-    claim = _run(project, "-m", "pytest", "claims/test_local_properties.py", "-k", "adversarial_training_costs",
+    claim = _run(project, "-m", "pytest", "claims/test_local_properties.py", "-k", "adversarial_training_buys",
                  "-m", "fashion_mnist", "-p", "no:xdist", "-p", "no:cacheprovider", "--repro-budget=smoke",
                  "--repro-seeds=1", "--repro-quiet", f"--repro-cache={store}", f"--repro-report={tmp_path / 'r'}",
                  store=store)
@@ -62,11 +62,11 @@ def test_the_worked_example_runs_end_to_end(project, pipeline, tmp_path):
     [record] = json.loads((tmp_path / "r" / "report.json").read_text())["claims"]
     assert record["claim"] == "LP-14" and record["verdict"] == "reproduced" and record["outcome"] == "passed"
     assert record["checks"][0]["basis"] == "paper" and record["figures"]
-    assert "## LP-14 on fashion_mnist: Adversarial training costs clean accuracy" in (tmp_path / "r" / "report.md"
+    assert "## LP-14 on fashion_mnist: Adversarial training buys robust accuracy" in (tmp_path / "r" / "report.md"
                                                                                        ).read_text()
     fails = _run(project, "-m", "pytest", "tests/test_can_fail_local_properties.py", "-k", "lp14", "-p",
                  "no:xdist", "-p", "no:cacheprovider", "-q", f"--repro-cache={store}", store=store)
     assert fails.returncode == 0 and "1 passed" in fails.stdout, fails.stdout[-3000:] + fails.stderr[-2000:]
     catalogue = _run(project, "-m", "advclaims.cli", "claims", "LP-14", "--expected", str(project / "expected"),
                      store=store)
-    assert catalogue.returncode == 0 and "LP-14: Adversarial training costs clean accuracy" in catalogue.stdout
+    assert catalogue.returncode == 0 and "LP-14: Adversarial training buys robust accuracy" in catalogue.stdout
