@@ -37,7 +37,8 @@ def test_training_throughput(benchmark, record, fresh_model, synthetic_split, de
     split, one_batch = synthetic_split(TRAIN_IMAGES), synthetic_split(BATCH)
 
     def epoch(on, how):
-        return lambda: train(fresh_model, on, recipe, seed=0, crop_pad=4, flip=True, progress=False, accel=how)
+        return lambda: train(fresh_model, on, recipe, seed=0, crop_pad=4, flip=True, progress=False, accel=how,
+                             cpu_threads=None)
 
     seconds = []
     benchmark.pedantic(lambda: seconds.append(perf.timed(epoch(split, accel), device)), rounds=3, warmup_rounds=1)

@@ -38,3 +38,31 @@ def test_two_cold_runs_with_the_same_seeds_report_identical_statistics(tmp_path)
     assert a == b, "the same seeds on the CPU gave different statistics"
     assert first["determinism"]["repeatable"] and first["determinism"]["threads"] == 1
     assert first["created"] and first["claims"][0]["wall_seconds"] > 0  # what `measured` leaves out exists
+
+
+def test_cpu_training_gives_the_same_weights_whatever_thread_count_the_caller_set():
+    """A spec in the store must mean one set of weights: a test, an xdist worker (1 thread) and a single-process run
+    (all cores) that train it get the same model. Without the pin the caller's thread count changes the float
+    reduction order of the backward pass, and SGD turns that into another model."""
+    import torch
+
+    from advclaims import models, training
+
+    g = torch.Generator().manual_seed(0)
+    split = data.Split("train", (torch.rand(256, 1, 28, 28, generator=g) * 255).to(torch.uint8),
+                       torch.randint(0, 10, (256,), generator=g))
+    recipe = training.Recipe(method="standard", epochs=2, batch_size=64, lr=0.05, schedule="triangle",
+                             momentum=0.9, weight_decay=5e-4, eps=0.0, alpha=0.0, attack_steps=0, augment=False)
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            net = models.build("lenet", num_classes=10, in_channels=1, input_size=28, width=8)
+            metrics = training.train(net, split, recipe, seed=0, progress=False)
+            assert torch.get_num_threads() == threads and metrics["cpu_threads"] == training.TRAIN_CPU_THREADS
+            weights.append(torch.cat([p.detach().flatten() for p in net.state_dict().values()]))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])

@@ -47,6 +47,15 @@ def test_a_good_file_parses_and_expectations_resolve_most_specific_first():
     assert spec.in_paper_setting("cifar10", "paper") and not spec.in_paper_setting("cifar10", "fast")
 
 
+def test_also_seen_verdicts_are_accepted_as_unstable():
+    text = GOOD.replace('reason = "schedule too short"', 'reason = "flips between retrainings"\n'
+                        'also_seen = ["inconclusive"]')
+    e = expected.parse(text, paper="local_properties")["X-1"].expectation("mnist", "fast")
+    assert e.also_seen == (Verdict.INCONCLUSIVE,)
+    assert e.accepts("contradicted") and e.accepts("inconclusive") and not e.accepts("reproduced")
+    assert not expected.parse(GOOD, paper="local_properties")["X-1"].expectation("mnist", "fast").also_seen
+
+
 @pytest.mark.parametrize("broken, message", [
     (GOOD.replace('comparator = ">"', 'comparator = "=>"'), "comparator"),
     (GOOD.replace('threshold = 1.0', ''), "missing field 'threshold'"),
@@ -60,6 +69,15 @@ def test_a_good_file_parses_and_expectations_resolve_most_specific_first():
     ("[claims.X-1]\ntitle='t'\nsource='s'\n", "at least one"),
     ("claims = 3", "needs a"),
     ("[claims.X-1\n", "not valid TOML"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nalso_seen = ["contradicted"]'),
+     "other than 'verdict'"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nalso_seen = ["maybe"]'), "also_seen holds verdicts"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nalso_seen = "inconclusive"'), "must be a list"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nalso_seen = ["inconclusive", "inconclusive"]'),
+     "each once"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nseen = ["inconclusive"]'), "unknown field"),
+    (GOOD + '[claims.X-1.expect."mnist.smoke"]\nverdict = "reproduced"\nalso_seen = ["inconclusive"]\n',
+     "an also_seen, needs a 'reason'"),
     (GOOD.replace('basis = "paper"\n', ''), "missing field 'basis'"),
     (GOOD.replace('basis = "paper"', 'basis = "ours"'), "basis must be one of"),
     (GOOD.replace('basis_note = "Table 1"', 'basis_note = " "'), "basis_note must say"),

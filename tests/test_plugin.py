@@ -92,6 +92,20 @@ def test_an_unexpected_verdict_fails_and_says_what_to_record(project):
     result.stdout.fnmatch_lines(["*verdict contradicted*expects reproduced*", "*record it under*LP-7*"])
 
 
+def test_a_verdict_recorded_as_also_seen_is_unstable_and_any_other_fails(project, tmp_path):
+    text = EXPECTED.replace('reason = "a recorded finding"', 'reason = "flips between retrainings"\n'
+                            'also_seen = ["reproduced"]')
+    (project.path / "expected" / "local_properties.toml").write_text(text)
+    project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(1.0)"))
+    result = project.runpytest("-k", "known_finding", "--repro-report", str(tmp_path / "r"))
+    result.assert_outcomes(xfailed=1)
+    [record] = json.loads((tmp_path / "r" / "report.json").read_text())["claims"]
+    assert record["outcome"] == "unstable" and record["also_seen"] == ["reproduced"]
+    assert "also seen: reproduced" in (tmp_path / "r" / "report.md").read_text()
+    project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(0.0)"))  # inconclusive: neither
+    project.runpytest("-k", "known_finding").assert_outcomes(failed=1)
+
+
 def test_a_known_finding_that_starts_reproducing_fails(project):
     project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(1.0)"))
     result = project.runpytest("-k", "known_finding")

@@ -56,7 +56,9 @@ def entry(spec: expected_mod.ClaimSpec) -> list[str]:
         lines += [f"- `{v.statistic}` = {_num(v.paper)} ± {_num(v.tolerance)}: {v.description}" for v in spec.values]
     if spec.expect:
         lines += ["", "Known findings (the verdict expected where it is not reproduced):", ""]
-        lines += [f"- {key}: **{e.verdict.value}**" + (f": {e.reason}" if e.reason else "")
+        lines += [f"- {key}: **{e.verdict.value}**"
+                  + (f" (also seen: {', '.join(v.value for v in e.also_seen)}; unstable at this setting)"
+                     if e.also_seen else "") + (f": {e.reason}" if e.reason else "")
                   for key, e in sorted(spec.expect.items())]
     return lines
 

@@ -66,6 +66,12 @@ class Expectation:
     verdict: Verdict
     reason: str | None = None
     matched: str = "default"       # which key of the expect table applied
+    # verdicts also measured here in equivalent runs (retrainings that differ only in float rounding, e.g. the
+    # CPU thread count): the evidence at this budget does not settle the verdict; such a run is "unstable"
+    also_seen: tuple[Verdict, ...] = ()
+
+    def accepts(self, verdict: str) -> bool:
+        return verdict == self.verdict.value or verdict in {v.value for v in self.also_seen}
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,23 @@ def _parse_expect(table: dict, where: str) -> dict:
         except ValueError:
             raise ExpectedError(f"{w}: verdict must be one of {[x.value for x in Verdict]}, got {raw!r}") from None
         reason = entry.get("reason")
-        if v is not Verdict.REPRODUCED and not (isinstance(reason, str) and reason.strip()):
-            raise ExpectedError(f"{w}: a verdict other than 'reproduced' needs a 'reason' (the finding)")
-        out[key] = Expectation(v, reason, key)
+        also = entry.get("also_seen", [])
+        if not isinstance(also, list) or not all(isinstance(a, str) for a in also):
+            raise ExpectedError(f"{w}: also_seen must be a list of verdicts, got {also!r}")
+        try:
+            also_seen = tuple(Verdict(a) for a in also)
+        except ValueError:
+            raise ExpectedError(f"{w}: also_seen holds verdicts, each one of {[x.value for x in Verdict]}, "
+                                f"got {also!r}") from None
+        if v in also_seen or len(set(also_seen)) != len(also_seen):
+            raise ExpectedError(f"{w}: also_seen lists verdicts other than 'verdict', each once, got {also!r}")
+        if (v is not Verdict.REPRODUCED or also_seen) and not (isinstance(reason, str) and reason.strip()):
+            raise ExpectedError(f"{w}: a verdict other than 'reproduced', or an also_seen, needs a 'reason' "
+                                f"(the finding, with what each verdict measured)")
+        unknown = set(entry) - {"verdict", "reason", "also_seen"}
+        if unknown:
+            raise ExpectedError(f"{w}: unknown field(s) {sorted(unknown)}; fields: verdict, reason, also_seen")
+        out[key] = Expectation(v, reason, key, also_seen)
     return out
 
 

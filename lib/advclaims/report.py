@@ -52,7 +52,7 @@ def summary(records: list[dict]) -> dict:
     counts = {"reproduced": 0, "contradicted": 0, "inconclusive": 0}
     for r in records:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding") for r in records)
+    counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding", "unstable") for r in records)
     counts["proxy"] = sum(r["outcome"] == "proxy data" for r in records)
     counts["total"] = len(records)
     return counts
@@ -180,6 +180,8 @@ def markdown(report: dict) -> str:
         "A claim is *reproduced* when the 95% bootstrap interval of every checked statistic lies wholly on the",
         "claimed side of its threshold, *contradicted* when one lies wholly on the other side, *inconclusive*",
         "otherwise. *known finding*: the verdict is the non-reproduction `expected/` records, with its reason.",
+        "*unstable*: `expected/` records that equivalent runs at this setting (retrainings that differ only in",
+        "float rounding) gave different verdicts, and this run gave one of them: the evidence does not settle it.",
         "",
         "| claim | instance | deciding statistic | measured [95% CI] | claimed | paper | verdict | outcome |",
         "|---|---|---|---|---|---|---|---|",
@@ -197,6 +199,7 @@ def markdown(report: dict) -> str:
     for r in report["claims"]:
         lines += ["", f"## {r['claim']} on {r.get('variant', r['dataset'])}: {r['title']}", "",
                   f"Source: {r['source']}. Verdict: **{r['verdict']}** (expected: {r['expected']}"
+                  + (f", also seen: {', '.join(r['also_seen'])}" if r.get("also_seen") else "")
                   + (f"; reason: {r['expected_reason']}" if r.get("expected_reason") else "") + f"). "
                   f"n = {r['n']} images, seeds {r['seeds']}, wall time {r['wall_seconds']:.1f} s.", ""]
         if r.get("protocol_note"):

@@ -106,10 +106,39 @@ def _load_resume(path: Path | None, identity: dict, device: torch.device) -> dic
     return state
 
 
+# CPU training runs on this many intra-op threads whatever the caller set: the float reduction order of a
+# convolution's backward depends on the thread count, and over a few hundred SGD steps that difference grows into
+# another model (measured: smoke LeNet on Fashion-MNIST, 1 thread against 2, different weights; the same thread
+# count, the same weights bit for bit). A spec in the store must mean one set of weights on a machine, whichever
+# test, worker or subprocess trains it; CPU parallelism comes from xdist workers, one model each.
+TRAIN_CPU_THREADS = 1
+
+
 def train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed: int, crop_pad: int = 0,
           flip: bool = False, progress: bool = True, desc: str = "train", accel: accel_mod.Accel | None = None,
-          resume: str | Path | None = None) -> dict:
+          resume: str | Path | None = None, cpu_threads: int | None = TRAIN_CPU_THREADS) -> dict:
     """Train ``model`` in place on ``split`` (already on the model's device). Returns training metrics.
+
+    On the CPU it runs on ``cpu_threads`` intra-op threads (default TRAIN_CPU_THREADS, so that the weights do
+    not depend on the caller's thread count; None: the caller's), restored afterwards.
+    """
+    if split.device.type != "cpu" or cpu_threads is None:
+        return _train(model, split, recipe, seed=seed, crop_pad=crop_pad, flip=flip, progress=progress, desc=desc,
+                      accel=accel, resume=resume)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads)
+    try:
+        metrics = _train(model, split, recipe, seed=seed, crop_pad=crop_pad, flip=flip, progress=progress,
+                         desc=desc, accel=accel, resume=resume)
+    finally:
+        torch.set_num_threads(before)
+    metrics["cpu_threads"] = cpu_threads
+    return metrics
+
+
+def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, seed: int, crop_pad: int, flip: bool,
+           progress: bool, desc: str, accel: accel_mod.Accel | None, resume: Path | str | None) -> dict:
+    """train()'s body on the threads the caller set.
 
     ``resume``: a file for the state after each epoch (weights, optimiser, random generators,
     history). When it exists and belongs to this run, training continues from it, so a killed run

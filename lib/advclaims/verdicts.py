@@ -84,13 +84,16 @@ def _proxy(config, dataset: str) -> dict | None:
 
 
 def _outcome(item, record: dict, expectation: expected_mod.Expectation) -> str:
-    """passed, known finding, failed, or "proxy data" (no expected verdict is held against a proxy)."""
+    """passed, known finding, unstable (a verdict also_seen records: the evidence at this budget does not settle
+    it), failed, or "proxy data" (no expected verdict is held against a proxy)."""
     if record.get("proxy"):
         return "proxy data"
     outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
-    if record["verdict"] == expectation.verdict.value and not outside:
-        return "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
-    return "failed"
+    if outside or not expectation.accepts(record["verdict"]):
+        return "failed"
+    if expectation.also_seen:
+        return "unstable"
+    return "passed" if expectation.verdict is Verdict.REPRODUCED else "known finding"
 
 
 def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) -> list[str]:
@@ -164,8 +167,8 @@ def _finish(item, measurement: Measurement, seeds: tuple[int, ...]) -> None:
     record, failure = _record(item, measurement, seeds=seeds)
     _draw(record, measurement, item.config.getoption("--repro-report"))
     _publish(item, None, record)
-    if record["outcome"] == "known finding":
-        pytest.xfail(f"known finding ({record['claim']} {record['verdict']} on {record['dataset']}/"
+    if record["outcome"] in ("known finding", "unstable"):
+        pytest.xfail(f"{record['outcome']} ({record['claim']} {record['verdict']} on {record['dataset']}/"
                      f"{record['budget']}): {record['expected_reason']}")
     if record["outcome"] == "failed":
         pytest.fail("\n".join(failure), pytrace=False)
@@ -181,7 +184,8 @@ def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget:
     return {
         "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
         "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": 0, "verdict": Verdict.INCONCLUSIVE.value,
-        "expected": expectation.verdict.value, "expected_reason": expectation.reason, "checks": checks,
+        "expected": expectation.verdict.value, "expected_reason": expectation.reason,
+        "also_seen": [v.value for v in expectation.also_seen], "checks": checks,
         "values": [], "paper_setting": spec.in_paper_setting(dataset, budget), "tables": {}, "tests": [],
         "notes": [f"not measurable: {reason}"], "unmeasurable": reason, "protocol_note": spec.protocol_note,
         "figures": [], "figure_errors": [],
@@ -272,6 +276,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
         "verdict": _combined(checks), "depends_on": depends, "sensitivity": sensitivity,
         "expected": expectation.verdict.value, "expected_reason": expectation.reason,
+        "also_seen": [v.value for v in expectation.also_seen],
         "checks": checks, "values": values, "paper_setting": in_setting, "tables": m.tables,
         "tests": [{"name": k, **vars(t)} for k, t in m.tests.items()], "notes": m.notes,
         "protocol_note": spec.protocol_note, "figures": [], "figure_errors": [],
@@ -326,8 +331,8 @@ def _unmeasurable_report(item, report, reason: str) -> None:
     _publish(item, report, record)
     if record["outcome"] == "failed":
         report.longrepr = "\n".join(failure)
-    elif record["outcome"] == "known finding":
-        report.outcome, report.wasxfail = "skipped", f"known finding ({record['claim']} inconclusive): {reason}"
+    elif record["outcome"] in ("known finding", "unstable"):
+        report.outcome, report.wasxfail = "skipped", f"{record['outcome']} ({record['claim']} inconclusive): {reason}"
     elif report.when == "call":
         report.outcome, report.longrepr = "passed", None
     else:  # setup could not finish, so the test body cannot run: shown as a skip that carries the reason
