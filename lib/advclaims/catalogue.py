@@ -105,7 +105,9 @@ def text(cid: str | None = None, directory=None) -> str:
     rows = []
     for cid in sorted(specs, key=_order):
         s = specs[cid]
-        findings = ", ".join(f"{k} {e.verdict.value}" for k, e in sorted(s.expect.items())) or "none recorded"
+        findings = ", ".join(f"{k} {e.verdict.value}" + "".join(f" or {v.value}" for v in e.also_seen)
+                             + (" (unstable)" if e.also_seen else "")
+                             for k, e in sorted(s.expect.items())) or "none recorded"
         n = len(s.checks)
         rows.append(f"{cid:<6} {s.paper:<17} {s.title}  [{n} check{'s' * (n != 1)}; findings: {findings}]")
     return "\n".join(rows) + "\n"
