@@ -85,6 +85,11 @@ def test_dataset_markers_select_exactly_their_instances(project):
     result.assert_outcomes(passed=1, deselected=2)
 
 
+def test_a_claim_id_selects_its_instances_with_k(project):
+    project.runpytest("-k", "LP-8").assert_outcomes(xfailed=1, deselected=2)
+    project.runpytest("-k", "LP-7 and cifar10").assert_outcomes(passed=1, deselected=2)
+
+
 def test_an_unexpected_verdict_fails_and_says_what_to_record(project):
     project.makepyfile(test_claims=CLAIMS.replace("measured(1.0)", "measured(-1.0)"))
     result = project.runpytest("-k", "holds and fashion_mnist")

@@ -264,6 +264,7 @@ def pytest_report_header(config):
     return budgets_mod.get(config.getoption("--repro-budget")).describe().splitlines()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     catalogue = config.stash[CATALOGUE]
     has_cuda = torch.cuda.is_available()
@@ -277,6 +278,9 @@ def pytest_collection_modifyitems(config, items):
                 raise pytest.UsageError(
                     f"{item.nodeid}: unknown claim id {cid!r}; known ids come from expected/*.toml "
                     f"({', '.join(sorted(catalogue)) or 'none'})")
+            # `-k LP-8` selects the claim: pytest matches -k against names and these extra keywords
+            # (substrings, case-insensitive, as everywhere in -k: `-k LP-1` also selects LP-10..LP-14).
+            item.extra_keyword_matches.add(cid)
             paper = catalogue[cid].paper
             if not item.get_closest_marker(paper):
                 item.add_marker(getattr(pytest.mark, paper))
