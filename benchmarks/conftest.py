@@ -6,8 +6,8 @@ Options: --bench-width (ResNet-18 width, default 8), --bench-batch (attack batch
 Each comparison times ours with pytest-benchmark and runs the peer in the round's ``setup``, right
 before ours, timed by the same clock: a machine that gets busier slows both alike. The ratio is
 median(peer) / median(ours) over the measured rounds. At the end of the session a table prints every
-ratio, both implementations' attack strength at the same budget, and PASS/FAIL against issue 7's
-targets; the tests assert the same targets, so a missed target fails its test.
+ratio, both implementations' attack strength at the same budget, and PASS/FAIL against the
+speedup targets (test_attack_speed.py); the tests assert the same targets, so a missed target fails its test.
 """
 
 from __future__ import annotations

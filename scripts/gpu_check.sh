@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Issue 16's GPU measurements in one device command (at most 8.5 minutes of steps, inside the 10-minute limit):
+# The GPU path's checks and speed measurements in one command (at most 8.5 minutes of steps, so that it fits a
+# 10-minute device call): the GPU path must run, and the CUDA targets (PGD >= 1.5x and DeepFool >= 20x torchattacks
+# at equal strength; training throughput and MFU recorded in docs/performance.md) are measured, not assumed:
 #   1. the attack benchmarks on CUDA against torchattacks (PGD-20, FGSM, DeepFool, CW; same model and batch)
 #   2. one epoch of ResNet-18 width 64 training (standard and PGD-10 AT) on CIFAR-shaped tensors: images/s and MFU
 #      against the device's bf16 dense peak, bf16 + compile, bf16 eager, fp32 eager
@@ -21,14 +23,13 @@ mkdir -p "$OUT"
 
 if [ "$MODE" = "--prepare" ]; then
   mkdir -p .gpu/whl .gpu/data/FashionMNIST/raw
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu/data/FashionMNIST/raw/
   "$PY" -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl torchattacks==3.5.1
   du -sh .gpu
   exit 0
 fi
 
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/lib:$PWD${PYTHONPATH:+:$PYTHONPATH}" ADVCLAIMS_CACHE="$OUT/../store"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/lib:$PWD${PYTHONPATH:+:$PYTHONPATH}" ADVCLAIMS_CACHE="${ADVCLAIMS_CACHE:-$PWD/.gpu/store}"
 [ -d .gpu/data ] && export ADVCLAIMS_DATA="$PWD/.gpu/data"
 if [ -d .gpu/whl ] && ! "$PY" -c "import torchattacks" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl \

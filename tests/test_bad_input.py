@@ -1,6 +1,6 @@
 """Bad input is explained in one line naming the input and the fix, never a traceback from deep in torch.
 
-Covers issue 8's bad-input list: unknown dataset, budget, model, role and marker; eps < 0 or NaN;
+Covers the bad-input list a user can meet: unknown dataset, budget, model, role and marker; eps < 0 or NaN;
 pixels outside [0, 1]; NaN or inf pixels; wrong shapes, channel counts and sizes (for every public
 attack, in one table); a NaN checkpoint; a data root holding the wrong files (library, pytest plugin,
 CLI); and hypothesis fuzzing of the pytest options and the ``advclaims`` command line.

@@ -32,7 +32,8 @@ def pytest_addoption(parser):
                 help="datasets in torchvision's layout (default: $ADVCLAIMS_DATA or ~/.cache/advclaims/data)")
     g.addoption("--repro-download", action="store_true", help="let torchvision download missing datasets")
     g.addoption("--repro-cache", default=None, metavar="DIR",
-                help="checkpoint store (default: $ADVCLAIMS_CACHE or ~/.cache/advclaims/store)")
+                help="checkpoint store (default: $ADVCLAIMS_CACHE, else $XDG_CACHE_HOME/advclaims/store, "
+                     "else ~/.cache/advclaims/store)")
     g.addoption("--repro-device", default="auto", metavar="DEV",
                 help="cpu, cuda, cuda:N or auto (default); with -n, plain cuda/auto gives xdist worker N GPU N")
     g.addoption("--repro-precision", choices=("auto", "fp32", "bf16"), default="auto",
