@@ -324,7 +324,9 @@ def test_preflight_reports_ran_or_error_time_and_memory_and_gives_no_verdict(pro
     result = project.runpytest("test_preflight.py", "--repro-preflight", "--repro-budget=paper",
                                f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
     result.assert_outcomes(passed=1, failed=1)   # a contradicted verdict is not a failure here: none is given
-    result.stdout.fnmatch_lines(["*advclaims: preflight (no verdicts)*", "LP-7*cifar10*error*CUDA out of memory*",
+    result.stdout.fnmatch_lines(["budget paper (preflight: no verdicts): training images 256, evaluation images 100*",
+                                 "*STD: standard training, 1 epoch, batch 128*", "*capped at 2*",
+                                 "*advclaims: preflight (no verdicts)*", "LP-7*cifar10*error*CUDA out of memory*",
                                  "LP-7*fashion_mnist*ran*MiB*", "1 ran, 1 errors, 0 skipped*"])
     assert not (out / "report.json").exists()
     rows = {r["instance"]: r for r in json.loads((out / "preflight.json").read_text())["instances"]}

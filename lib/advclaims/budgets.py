@@ -45,7 +45,7 @@ class Budget:
         for role in ("std", "adv"):
             r = self.recipe(role, 1.0)
             attack = "" if r.method == "standard" else f", {r.method} steps {r.attack_steps} step {r.alpha:g}*{eps_name}"
-            lines.append(f"  {role.upper()}: {r.method} training, {r.epochs} epochs, batch {r.batch_size}, "
+            lines.append(f"  {role.upper()}: {r.method} training, {r.epochs} epoch{'s' * (r.epochs != 1)}, batch {r.batch_size}, "
                          f"lr {r.lr} ({r.schedule}), momentum {r.momentum}, weight decay {r.weight_decay}{attack}")
         lines.append(f"  evaluation: PGD-20 step {eps_name}/8 with random start, FGSM step {eps_name}")
         return "\n".join(lines)

@@ -13,6 +13,7 @@ import torch
 
 from . import accel as accel_mod
 from . import budgets as budgets_mod
+from . import iterations as iterations_mod
 from . import data as data_mod
 from . import expected as expected_mod
 from . import external as external_mod
@@ -262,7 +263,14 @@ def pytest_sessionstart(session):
 
 
 def pytest_report_header(config):
-    return budgets_mod.get(config.getoption("--repro-budget")).describe().splitlines()
+    budget = budgets_mod.get(config.getoption("--repro-budget"))
+    if config.getoption("--repro-preflight"):
+        budget = budget.for_preflight()
+    lines = budget.describe().splitlines()
+    if budget.preflight:
+        lines.append(f"  preflight: every iteration count above (PGD steps, attacks, Lanczos) capped at "
+                     f"{iterations_mod.PREFLIGHT_ITERATIONS} (advclaims.iterations); no verdicts")
+    return lines
 
 
 @pytest.hookimpl(tryfirst=True)
