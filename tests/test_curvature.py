@@ -315,6 +315,33 @@ def test_transition_statistics_see_images_move_into_the_class_of_a_positive_dire
     assert class_departures(curves).statistics["departure_at_max"].value == 0.0
 
 
+def test_a_preflight_whose_model_reaches_no_boundary_still_runs_the_decomposition_and_only_a_preflight_does():
+    # a preflight's model (two batches of training) rarely reaches a boundary in capped DeepFool steps; the paper
+    # budget's Lanczos at D = 3072 must still run there, on the candidates as stand-in points
+    from advclaims import iterations, stats
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.Softplus(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(6 * 6 * 6, 4)).double().eval()
+    with torch.no_grad():                          # F_0 - F_1 = -1000 everywhere: no image reaches class 0's boundary
+        net[-1].weight[0] = net[-1].weight[1]
+        net[-1].bias[1] = 1e3
+    candidates = torch.rand(64, 1, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    settings = cv.Settings(8, 1, 1, dense_limit=16, lanczos_k=16, batch=512)
+    with pytest.raises(stats.Unmeasurable, match="reached the boundary from 0 of 64 images"):
+        cv.class_curvature(net, candidates, 0, h=1e-3, settings=settings)
+    with pytest.raises(RuntimeError, match="preflight"):
+        cv.preflight_stand_ins(net, candidates, 0, 8)
+    iterations.set_cap(iterations.PREFLIGHT_ITERATIONS)
+    try:
+        c = cv.class_curvature(net, candidates, 0, h=1e-3, settings=settings)
+        points, sources = cv.preflight_stand_ins(net, candidates, 1, 8)
+    finally:
+        iterations.set_cap(None)
+    assert c.points == 8 and c.method.startswith("block Lanczos")
+    assert torch.isfinite(c.curvatures[~c.curvatures.isnan()]).all() and c.directions.shape[0] == 144
+    assert (sources != 1).all()                    # the prediction is the target: another class stands in
+
+
 # ---------------------------------------------------------------------------------------------
 # what holds by construction (checked here, not in expected/)
 

@@ -23,6 +23,10 @@ from scipy import stats as sps
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
+# Resampled values held at once by one bootstrap call: scipy draws an (n_resamples, n) index matrix per sample,
+# which for LP-13's kernel bootstrap at the paper width (about 1.2 million kernels) is 19 GiB; in batches of
+# this many values it is 128 MiB per sample. Batching changes no number (the same generator, in the same order).
+BOOTSTRAP_BATCH_VALUES = 2 ** 24
 
 
 class Unmeasurable(ValueError):
@@ -109,14 +113,15 @@ def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, co
                         uninformative=f"every one of the {len(arrays[0])} units gives the same value (saturated)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on BCa's degenerate cases; we fall back below
+        batch = max(1, min(n_resamples, BOOTSTRAP_BATCH_VALUES // max(len(a) for a in arrays)))
         res = sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
                             vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-                            method=method, random_state=np.random.default_rng(seed))
+                            method=method, random_state=np.random.default_rng(seed), batch=batch)
         low, high = res.confidence_interval
         if not (math.isfinite(low) and math.isfinite(high)) and method != "percentile":
             res = sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
                                 vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-                                method="percentile", random_state=np.random.default_rng(seed))
+                                method="percentile", random_state=np.random.default_rng(seed), batch=batch)
             low, high = res.confidence_interval
             method = "percentile"
     # an interval the resamples cannot define (e.g. a ratio whose denominator is 0 in some resamples) stays

@@ -38,7 +38,7 @@ from torch import nn
 
 from ... import stats
 from ...attacks import deepfool, frozen
-from ...iterations import cap
+from ...iterations import cap, capped
 from ...attacks.targeted_deepfool import targeted_deepfool
 from ...measurement import Measurement
 from . import figures as cfig
@@ -136,6 +136,22 @@ def boundary_points(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     return torch.cat(pts)[:points], torch.cat(src)[:points], attacked
 
 
+def preflight_stand_ins(model: nn.Module, candidates: torch.Tensor, target: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points for a preflight (iteration counts capped) whose model, trained on two batches, reached no boundary in
+    its capped DeepFool steps: the candidates themselves, with their predictions as the source classes (another
+    class where the prediction is the target). The operator is defined at any point, so every later step
+    (Lanczos or dense decomposition, subspaces, attacks in them) runs in the budget's shapes and memory; a
+    preflight gives no verdict, so what the points mean does not matter there. Never used outside a preflight."""
+    if not capped():
+        raise RuntimeError("stand-in boundary points are a preflight's only: outside one, too few points is unmeasurable")
+    x = candidates[:n]
+    with torch.no_grad(), frozen(model):
+        logits = model(x)
+    pred = logits.argmax(1)
+    other = (target + 1) % logits.shape[1]
+    return x, torch.where(pred == target, torch.full_like(pred, other), pred)
+
+
 class CurvatureOperator:
     """v -> H_n v for each boundary point n: central differences of the gradient of F_c - F_ĉn."""
 
@@ -220,6 +236,8 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     """Algorithm 1 for one target class, from candidate training images in a random order."""
     start = time.perf_counter()
     points, sources, attacked = boundary_points(model, candidates, target, points=settings.boundary_points)
+    if len(points) < 2 and capped():
+        points, sources = preflight_stand_ins(model, candidates, target, settings.boundary_points)
     if len(points) < 2:
         raise stats.Unmeasurable(f"class {target}: DeepFool reached the boundary from {len(points)} of {attacked} images; "
                            f"Algorithm 1 needs at least 2 points")
