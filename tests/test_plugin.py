@@ -335,6 +335,21 @@ def test_preflight_reports_ran_or_error_time_and_memory_and_gives_no_verdict(pro
     assert "| LP-7 | fashion_mnist | ran |" in (out / "preflight.md").read_text()
 
 
+def test_a_preflight_instance_whose_worker_is_killed_is_an_error_row_not_a_missing_one(project, tmp_path):
+    # the paper budget's LP-13 once took 19 GiB and its xdist worker was killed: the preflight said "48 ran, 0 errors"
+    project.makepyfile(test_preflight=PREFLIGHT.replace('raise RuntimeError("CUDA out of memory (simulated)")',
+                                                        'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'))
+    out = tmp_path / "r"
+    result = project.runpytest_subprocess("test_preflight.py", "-n", "2", "--repro-preflight", "--repro-budget=paper",
+                                          f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
+    result.stdout.fnmatch_lines(["*crashed while running*", "1 ran, 1 errors, 0 skipped*"])
+    rows = json.loads((out / "preflight.json").read_text())["instances"]
+    assert sorted(r["outcome"] for r in rows) == ["error", "ran"]
+    crashed = next(r for r in rows if r["outcome"] == "error")
+    assert "crashed" in crashed["note"] and crashed["peak_memory_mib"] is None and "cifar10" in crashed["instance"]
+    assert "| ? |" in (out / "preflight.md").read_text()
+
+
 SENSITIVE_EXPECTED = textwrap.dedent('''
     [claims.LP-7]
     title = "t"

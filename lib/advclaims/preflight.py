@@ -92,6 +92,14 @@ def pytest_runtest_logreport(report):
         if name == PROPERTY:
             row = json.loads(value)
             _rows[row["nodeid"]] = row
+    if report.failed and report.nodeid not in _rows and "crashed while running" in str(report.longrepr):
+        # pytest-xdist's report for an instance whose worker died (killed for memory, as a rule): the worker
+        # sent no row, and the instance must not vanish from the preflight's count
+        test = report.nodeid.split("::")[-1]
+        _rows[report.nodeid] = {
+            "nodeid": report.nodeid, "claim": "?", "instance": test, "outcome": "error",
+            "note": f"{str(report.longrepr).strip().splitlines()[0][:200]} (a killed worker: out of memory?)",
+            "wall_seconds": 0.0, "peak_memory_mib": None, "memory": "unknown: the worker died"}
 
 
 def pytest_sessionfinish(session):
@@ -115,7 +123,8 @@ def _summary(rows: list[dict], config) -> dict:
             "ran": sum(r["outcome"] == "ran" for r in rows), "errors": sum(r["outcome"] == "error" for r in rows),
             "skipped": sum(r["outcome"] == "skipped" for r in rows),
             "wall_seconds_sum": round(sum(r["wall_seconds"] for r in rows), 1),
-            "peak_memory_mib": max((r["peak_memory_mib"] for r in rows), default=0.0)}
+            "peak_memory_mib": max((r["peak_memory_mib"] for r in rows if r["peak_memory_mib"] is not None),
+                                   default=0.0)}
 
 
 def _markdown(rows: list[dict], summary: dict) -> list[str]:
@@ -124,7 +133,8 @@ def _markdown(rows: list[dict], summary: dict) -> list[str]:
              f"{summary['instances']} instances; {summary['wall_seconds_sum']} s of instance time; peak memory "
              f"{summary['peak_memory_mib']} MiB", "",
              "| claim | instance | outcome | wall s | peak MiB | note |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {r['instance']} | {r['outcome']} | {r['wall_seconds']} | {r['peak_memory_mib']} | "
+    lines += [f"| {r['claim']} | {r['instance']} | {r['outcome']} | {r['wall_seconds']} | "
+              f"{'?' if r['peak_memory_mib'] is None else r['peak_memory_mib']} | "
               f"{r['note'].replace('|', '/')} |" for r in rows]
     return lines
 
@@ -136,8 +146,9 @@ def pytest_terminal_summary(terminalreporter, config):
     tr = terminalreporter
     tr.section("advclaims: preflight (no verdicts)")
     for r in rows:
+        memory = "?" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.1f}"
         tr.write_line(f"{r['claim']:<6} {r['instance']:<22} {r['outcome']:<8} {r['wall_seconds']:>8.1f} s "
-                      f"{r['peak_memory_mib']:>9.1f} MiB  {r['note'][:100]}")
+                      f"{memory:>9} MiB  {r['note'][:100]}")
     s = _summary(rows, config)
     tr.write_line(f"{s['ran']} ran, {s['errors']} errors, {s['skipped']} skipped; peak memory {s['peak_memory_mib']} "
-                  f"MiB ({rows[0]['memory']})")
+                  f"MiB ({next((r['memory'] for r in rows if r['peak_memory_mib'] is not None), 'unknown')})")
