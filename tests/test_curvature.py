@@ -315,6 +315,22 @@ def test_transition_statistics_see_images_move_into_the_class_of_a_positive_dire
     assert class_departures(curves).statistics["departure_at_max"].value == 0.0
 
 
+@given(seed=seeds, rank=st.integers(1, 12), extra=st.integers(1, 40))
+@settings(deadline=None, max_examples=25)
+def test_a_basis_of_more_columns_than_dimensions_spans_what_they_span(seed, rank, extra):
+    # the D x D path (columns > D) and the k x k path (columns <= D) give the same span
+    g = torch.Generator().manual_seed(seed)
+    dims = 12
+    span = torch.linalg.qr(torch.randn(dims, rank, generator=g, dtype=torch.float64))[0]
+    few = span @ torch.randn(rank, rank, generator=g, dtype=torch.float64)                # rank columns
+    many = span @ torch.randn(rank, dims + extra, generator=g, dtype=torch.float64)       # > D columns, same span
+    many = many / many.norm(dim=0, keepdim=True)
+    q_few, q_many = orthonormal_basis(few / few.norm(dim=0, keepdim=True)), orthonormal_basis(many)
+    assert q_many.shape == (dims, rank)
+    assert torch.allclose(q_many.T @ q_many, torch.eye(rank, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(q_many @ q_many.T, q_few @ q_few.T, atol=1e-8)
+
+
 def test_a_preflight_whose_model_reaches_no_boundary_still_runs_the_decomposition_and_only_a_preflight_does():
     # a preflight's model (two batches of training) rarely reaches a boundary in capped DeepFool steps; the paper
     # budget's Lanczos at D = 3072 must still run there, on the candidates as stand-in points
