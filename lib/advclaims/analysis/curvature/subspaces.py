@@ -42,8 +42,8 @@ def orthonormal_basis(columns: torch.Tensor, *, tol: float = 1e-5) -> torch.Tens
         return a.new_zeros(a.shape[0], 0).to(columns.dtype)
     if a.shape[1] > a.shape[0]:
         # more columns than dimensions (CV-6's d grid on CIFAR: 10 classes x 2 x 1024 columns in 3072 dimensions):
-        # the span is the range of A A^T, a D x D eigenproblem instead of a k x k one (20480^2 took 10 GiB and
-        # most of an hour on 2 CPU cores); its eigenvectors are already orthonormal
+        # the span is the range of A A^T, a D x D eigenproblem instead of a k x k one (the 20480 x 20480 one held
+        # 10 GiB and ran for minutes on 2 CPU cores in the paper-budget preflight); its eigenvectors are orthonormal
         w, u = torch.linalg.eigh(a @ a.T)
         return u[:, w > tol ** 2].flip(1).contiguous().to(columns.dtype)
     w, u = torch.linalg.eigh(a.T @ a)
