@@ -1,10 +1,43 @@
-"""Every info_bottleneck claim can fail: fed a case where the claim is false, its analysis gets a verdict
-other than the true case's, and not "reproduced" (advclaims.plugin.evaluate, against expected/).
+"""Every info_bottleneck claim reproduces on a case constructed to be true and fails on one constructed to be
+false, through its own analysis and advclaims.plugin.evaluate against expected/ (fashion_mnist, smoke).
 
-IB-1, IB-3, IB-4 and IB-6 run on the smoke ADV VGG-16 of the claims' first seed, through the same store
-keys, so its masks and attacks are the claims' own (built once, whichever runs first). IB-2 and IB-5 are
-contradicted on that model at smoke (expected/info_bottleneck.toml), so they run on a planted suite in which
-each claim holds by design, and then on the same suite with the claim made false.
+Constructed nets (IB-1, IB-4, IB-5, IB-6: the bottleneck is fitted for real, fit_channel_masks; the attacks are
+EvaluationSuite's own). ChannelNet reads 9 channels of 2 x 2 pixels, Z = x: 4 signals (logit k gets
+a * (mean - 0.5) of signal k), 4 helpers (logit k gets b * relu(mean - 0.5) of helper k) and an ignored decoy.
+The fit's per-image, per-channel noise is kept where it does not hurt the cross-entropy and the KL term pulls
+every other sigma^2 to the channel's spatial variance, below T = max spatial variance. So:
+- true net (a = b = 8, helpers at 0.3, the decoy a 0/1 checkerboard, so T = 1/3): noise on the signals hurts
+  (non-robust; they carry the whole gradient), noise on the own class's dead helper raises the right logit
+  (robust; relu below 0, gradient exactly 0). Each image is split in two by a deterministic fit (IB-1 true),
+  the robust helper loses out to the KL term as beta grows (IB-4 true), and NRF's push along the non-robust
+  gradient is the only one of Table 4's four that moves the logits (IB-6 true).
+- IB-1 false: a net whose logits ignore Z (a = b = 0): no noise hurts or helps, every sigma^2 falls to its
+  variance, no image has a robust part (contradicted); and the true net fitted with noise that ignores the seed
+  (rerun changes > 0, contradicted).
+- IB-4 false (absent): the same Z-blind net, its decoy flat (no channel sits at T = 1/3, where Adam's jitter
+  around sigma^2 = var_z = T can cross it), has no robust channel at any beta: no trend (not reproduced).
+  A reversal cannot be built under the authors' rule: the KL optimum sigma^2 = var_z lies at or below T, so a
+  larger beta can only pull a sigma^2 down towards the threshold, never above it.
+- IB-6 false: the true net on images whose decoy is flat, so T falls to the pixel noise (~7e-4): the noise
+  the signals tolerate now clears T, the used signals are called robust, and maximising ||G_r|| beats
+  maximising ||G_nr|| (contradicted). Same net, only an ignored channel changed: the verdict rests on T.
+- IB-5 true: SaturatedNet (logit gaps above 110, so the cross-entropy gradient is exactly 0): FGSM, BIM and
+  PGD cannot move, CW's tiny margin gradient is held near x by ||delta||^2, NRF's unit push in Z crosses, also
+  inside the eps-ball. IB-5 false: a weak linear ChannelNet (a = 2, no helpers, flat decoy): the cross-entropy
+  gradient is alive, so FGSM, BIM and PGD reach the eps-ball's corner, while confined NRF pushes only along the
+  channels the bottleneck calls non-robust and pays for ||delta||^2: weaker than all three (contradicted).
+
+Planted suite (IB-2, IB-3: hand-set masks and planted attacks, which these claims take as given): Z = x,
+8 channels, a robust block and a non-robust block both one-hot on the true class; an attack rewrites the
+non-robust block of a given share of images. True: robust accuracy stays 1 while the non-robust accuracy
+falls with attack strength (IB-2), the non-robust block carries the adversarial label (IB-3). False: the
+attack moves the prediction through the block the masks call robust (IB-2, IB-3: contradicted), the attacked
+shares rise instead of falling with strength (IB-2: contradicted). IB-3 also reproduces on ChannelNet with live
+helpers (fitted masks, real attacks; its false case there is the planted one). IB-2 is not run on ChannelNet:
+there the fitted robust part is a single helper, kept for 6-11% of images, so robust accuracy is the lower.
+IB-5's planted case (NRF made to succeed on fewer images) is kept beside the constructed nets.
+An IB-3 case whose robust and non-robust parts agree equally (a difference of 0 on every image, a zero-width
+interval) is not reproduced: a degenerate interval blocks reproduction instead of being set aside.
 """
 
 from __future__ import annotations
@@ -19,11 +52,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from advclaims import plugin
-from advclaims.analysis.info_bottleneck.features import BETAS, non_robust_features_carry_the_adversarial_label, robust_and_non_robust_split, robust_channels_versus_beta, robust_features_under_attacks
+from advclaims.analysis.info_bottleneck.features import (non_robust_features_carry_the_adversarial_label,
+                                                         robust_and_non_robust_split, robust_channels_versus_beta,
+                                                         robust_features_under_attacks)
 from advclaims.analysis.info_bottleneck.nrf import gradient_norm_ablation, nrf_versus_standard_attacks
 from advclaims.analysis.info_bottleneck.bottleneck import BETA, ChannelMasks, Split, fit_channel_masks
-from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite
-from advclaims.data import DatasetMissing
+from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite, attack_params
 from advclaims.pipeline import AdversarialSet
 
 REPRODUCED = "reproduced"
@@ -40,49 +74,108 @@ def assert_fails(claim: str, true_case, false_case) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the smoke ADV VGG-16 and the false cases made from it
+# constructed nets: the bottleneck is fitted for real (fit_channel_masks) and the attacks are the suite's own
 
 
-@pytest.fixture(scope="module")
-def vgg_suite(pipeline) -> EvaluationSuite:
-    seed = pipeline.budget.seeds[0]
-    try:
-        model = pipeline.model("adv", "fashion_mnist", arch="vgg16_bn", label="ADV VGG-16", seed=seed)
-    except DatasetMissing as err:
-        pytest.skip(str(err))
-    return EvaluationSuite(pipeline, "fashion_mnist", model, seed=seed)
+SIGNALS = 4                  # classes; channels 0-3 are signals, 4-7 helpers, 8 the decoy
+CHANNELS = 2 * SIGNALS + 1
+CONSTRUCTED_IMAGES = 100     # one fitting batch (FIT_BATCH)
 
 
-class _Wrapped:
-    def __init__(self, suite):
-        self._suite = suite
+class ChannelNet(nn.Module):
+    """Z = x (9 channels on 2 x 2 pixels); class k's logit is a * (mean(signal k) - 0.5) + b * relu(mean(helper k)
+    - 0.5) ** power; channel 8 (the decoy) is ignored. The mean over a channel's pixels is what the bottleneck's
+    noise (one draw per image and channel) moves."""
 
-    def __getattr__(self, name):
-        return getattr(self._suite, name)
+    def __init__(self, a: float, b: float, helper: str = "relu"):
+        super().__init__()
+        self.a, self.b, self.helper = a, b, {"relu": torch.relu, "cube": lambda t: t ** 3}[helper]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        m = z.mean(dim=(2, 3))
+        return self.a * (m[:, :SIGNALS] - 0.5) + self.b * self.helper(m[:, SIGNALS:2 * SIGNALS] - 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.encode(x))
 
 
-class SwappedMasks(_Wrapped):
-    """The suite with every fitted robust and non-robust mask exchanged."""
+def constructed_images(*, helpers: str = "dead", decoy: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images for ChannelNet: signal k at 0.5 + m on class k, 0.5 - m elsewhere (m uniform in [0.05, 0.35] per
+    image); helper k at 0.3 (below the relu's 0.5, so its gradient is exactly 0), with ``helpers="live"`` at
+    0.5 + m on the true class (above it); the decoy a 0/1 checkerboard (spatial variance 1/3, so T = 1/3 in every
+    batch), or flat with ``decoy=False``; pixel noise 0.01."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, SIGNALS, (CONSTRUCTED_IMAGES,), generator=g)
+    own = F.one_hot(y, SIGNALS).bool()
+    m = 0.05 + 0.3 * torch.rand(CONSTRUCTED_IMAGES, 1, generator=g)
+    signals = torch.where(own, 0.5 + m, 0.5 - m)
+    if helpers not in ("dead", "live"):
+        raise ValueError(f"helpers must be 'dead' or 'live', got {helpers!r}")
+    helpers = torch.full_like(signals, 0.3) if helpers == "dead" else torch.where(own, 0.5 + m, torch.full_like(signals, 0.3))
+    x = torch.cat([signals, helpers, torch.zeros_like(m)], 1)[:, :, None, None].expand(-1, -1, 2, 2).clone()
+    if decoy:
+        x[:, -1] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    x += 0.01 * torch.randn(x.shape, generator=g)
+    return x.clamp(0.0, 1.0), y
 
-    def masks(self, on: str = "clean", *, beta: float = BETA) -> ChannelMasks:
-        masks = self._suite.masks(on, beta=beta)
-        return replace(masks, robust=~masks.robust)
+
+class SaturatedNet(nn.Module):
+    """Z = x as for ChannelNet; class k's logit is A * tanh(k_ * (mean(signal k) - 0.5)), helpers and decoy ignored.
+    With A = 100 and k_ = 30 every logit gap exceeds 110, so the cross-entropy's gradient underflows to exactly 0
+    (FGSM, BIM and PGD cannot move) while the C&W margin's gradient survives, tiny: CW's ||delta||^2 term holds it
+    near x, and NRF's push (a unit vector in Z, whatever the gradient's size) carries it across."""
+
+    def __init__(self, amplitude: float = 100.0, steepness: float = 30.0):
+        super().__init__()
+        self.amplitude, self.steepness = amplitude, steepness
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.tanh(self.steepness * (z.mean(dim=(2, 3))[:, :SIGNALS] - 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.encode(x))
 
 
-class SwappedGradientMasks(_Wrapped):
-    """Table 4's attacks with the masks exchanged: 'NRF' maximises ||G_r||, '||G_r|| max' maximises ||G_nr||."""
+class ConstructedSuite(EvaluationSuite):
+    """EvaluationSuite on a ChannelNet and its constructed images, without a pipeline or store: masks are
+    fit_channel_masks' on the suite's features, attacks the suite's own (_run, attack_params at ``eps``)."""
 
-    EXCHANGED = {"nrf": "rf_max", "rf_max": "nrf", "nrf_min": "rf_min", "rf_min": "nrf_min"}
+    def __init__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.1, seed: int = 0):
+        self.pipeline = SimpleNamespace(budget=SimpleNamespace(eval_batch=500), device=torch.device("cpu"))
+        self.dataset, self.x, self.y, self.seed, self.memo = "constructed", x, y, seed, {}
+        self.info = SimpleNamespace(num_classes=SIGNALS, eps=eps)
+        self.split = Split(net, net.encode, net.tail, "constructed: Z = x")
+        self.model = SimpleNamespace(label="constructed", key="constructed", spec={"arch": "constructed", "width": 1},
+                                     module=net)
+
+    def masks(self, on: str = "clean", *, beta: float = BETA, labels: str = "true") -> ChannelMasks:
+        if ("masks", on, beta, labels) not in self.memo:
+            z = self.features(self.x if on == "clean" else self.attack(on).x_adv)
+            y = self.y if labels == "true" else self.split.tail(z).argmax(1)
+            self.memo["masks", on, beta, labels] = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed)
+        return self.memo["masks", on, beta, labels]
 
     def attack(self, name: str) -> AdversarialSet:
-        return self._suite.attack(self.EXCHANGED.get(name, name))
+        if ("attack", name) not in self.memo:
+            params = attack_params(name, self.eps)
+            x_adv = self._run(name, params)[0]["x_adv"]
+            self.memo["attack", name] = AdversarialSet(name, params, self.model.label, self.x, x_adv, self.y)
+        return self.memo["attack", name]
 
 
-class ReversedBetas(_Wrapped):
-    """Each beta of the sweep answered with the masks of its mirror image (0.01 <-> 10, 0.03 <-> 3, ...)."""
-
-    def masks(self, on: str = "clean", *, beta: float = BETA) -> ChannelMasks:
-        return self._suite.masks(on, beta=dict(zip(BETAS, reversed(BETAS))).get(beta, beta))
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The constructed fits and attacks are tiny: one thread is faster than many on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def nondeterministic_fit():
@@ -95,22 +188,59 @@ def nondeterministic_fit():
     return fit
 
 
-def test_ib1_fails_when_the_mask_fit_is_not_deterministic(vgg_suite):
-    assert_fails("IB-1", robust_and_non_robust_split(vgg_suite),
-                 robust_and_non_robust_split(vgg_suite, fit=nondeterministic_fit()))
+def true_net_suite(**images) -> ConstructedSuite:
+    """The net on which IB-1, IB-4 and IB-6 hold: noise on the used signals hurts (non-robust, and they carry the
+    gradient), noise on the dead helper of the image's own class helps (robust, zero gradient)."""
+    return ConstructedSuite(ChannelNet(8.0, 8.0), *constructed_images(**images))
 
 
-def test_ib3_fails_when_the_robust_and_non_robust_masks_are_swapped(vgg_suite):
-    assert_fails("IB-3", non_robust_features_carry_the_adversarial_label(vgg_suite),
-                 non_robust_features_carry_the_adversarial_label(SwappedMasks(vgg_suite)))
+def test_the_constructed_nets_split_as_designed():
+    true = true_net_suite()
+    assert (true.model.module(true.x).argmax(1) == true.y).all()
+    robust = true.masks().robust
+    own_helper = robust[torch.arange(CONSTRUCTED_IMAGES), SIGNALS + true.y]
+    assert own_helper.float().mean() > 0.7 and not robust[:, :SIGNALS].any() and not robust[:, -1].any()
+    low_t = true_net_suite(decoy=False).masks()
+    assert low_t.threshold.max() < 0.01 and low_t.robust[:, :SIGNALS].float().mean() > 0.5
+    assert not ConstructedSuite(ChannelNet(0.0, 0.0), *constructed_images()).masks().robust.any()
 
 
-def test_ib4_fails_when_the_betas_are_reversed(vgg_suite):
-    assert_fails("IB-4", robust_channels_versus_beta(vgg_suite), robust_channels_versus_beta(ReversedBetas(vgg_suite)))
+def test_ib1_reproduces_on_a_constructed_net_and_fails_without_a_split_or_a_deterministic_fit():
+    true = verdict("IB-1", robust_and_non_robust_split(true_net_suite()))
+    constant = ConstructedSuite(ChannelNet(0.0, 0.0), *constructed_images())
+    no_split = verdict("IB-1", robust_and_non_robust_split(constant))
+    unseeded = verdict("IB-1", robust_and_non_robust_split(true_net_suite(), fit=nondeterministic_fit()))
+    assert (true, no_split, unseeded) == (REPRODUCED, "contradicted", "contradicted")
 
 
-def test_ib6_fails_when_the_robust_and_non_robust_masks_are_swapped(vgg_suite):
-    assert_fails("IB-6", gradient_norm_ablation(vgg_suite), gradient_norm_ablation(SwappedGradientMasks(vgg_suite)))
+def test_ib4_reproduces_on_a_constructed_net_and_not_where_no_channel_can_be_robust():
+    true = verdict("IB-4", robust_channels_versus_beta(true_net_suite()))
+    blind = ConstructedSuite(ChannelNet(0.0, 0.0), *constructed_images(decoy=False))
+    constant = verdict("IB-4", robust_channels_versus_beta(blind))
+    assert true == REPRODUCED and constant != REPRODUCED, (true, constant)
+
+
+def test_ib6_reproduces_on_a_constructed_net_and_is_contradicted_when_the_used_channels_are_robust():
+    true = verdict("IB-6", gradient_norm_ablation(true_net_suite()))
+    false = verdict("IB-6", gradient_norm_ablation(true_net_suite(decoy=False)))
+    assert (true, false) == (REPRODUCED, "contradicted")
+
+
+def test_ib3_reproduces_on_a_constructed_net_and_is_contradicted_when_the_attack_goes_through_the_robust_part():
+    """True: ChannelNet (a = 8, b = 20) with live helpers, masks fitted on each attack's images: the attacks move
+    the signals, which the bottleneck calls non-robust, and the live own-class helper (robust where noise on it
+    helps) still votes for the true class. False: the planted suite whose attack rewrites the robust block."""
+    live = ConstructedSuite(ChannelNet(8.0, 20.0), *constructed_images(helpers="live"))
+    true = verdict("IB-3", non_robust_features_carry_the_adversarial_label(live))
+    false = verdict("IB-3", non_robust_features_carry_the_adversarial_label(PlantedSuite(TABLE1, swapped=True)))
+    assert (true, false) == (REPRODUCED, "contradicted")
+
+
+def test_ib5_reproduces_where_only_nrf_can_follow_the_gradient_and_fails_where_the_others_can():
+    true = verdict("IB-5", nrf_versus_standard_attacks(ConstructedSuite(SaturatedNet(), *constructed_images())))
+    weak = ConstructedSuite(ChannelNet(2.0, 0.0), *constructed_images(decoy=False))
+    false = verdict("IB-5", nrf_versus_standard_attacks(weak))
+    assert (true, false) == (REPRODUCED, "contradicted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +282,7 @@ class PlantedSuite:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def masks(self, on: str = "clean", *, beta: float = BETA) -> ChannelMasks:
+    def masks(self, on: str = "clean", *, beta: float = BETA, labels: str = "true") -> ChannelMasks:
         robust = torch.zeros(PLANTED_IMAGES, 2 * CLASSES, dtype=torch.bool)
         robust[:, slice(CLASSES, None) if self.swapped else slice(None, CLASSES)] = True
         return ChannelMasks(robust, torch.ones(robust.shape), torch.zeros(PLANTED_IMAGES), beta)
@@ -177,7 +307,7 @@ def test_the_planted_suite_plants_what_it_says():
     adv = suite.attack("pgd").x_adv
     assert (model(adv).argmax(1) != suite.y).float().mean().item() == pytest.approx(0.5)
     assert torch.equal(adv[:, :CLASSES], suite.x[:, :CLASSES])
-    assert suite.masks().robust[:, :CLASSES].all() and SwappedMasks(suite).masks().robust[:, CLASSES:].all()
+    assert suite.masks().robust[:, :CLASSES].all() and PlantedSuite(TABLE1, swapped=True).masks().robust[:, CLASSES:].all()
 
 
 def test_ib2_fails_when_the_robust_and_non_robust_masks_are_swapped():
@@ -201,3 +331,21 @@ def test_ib3_fails_on_the_planted_suite_when_the_masks_are_swapped():
 def test_ib5_fails_when_nrf_is_replaced_by_a_weaker_attack():
     true, false = (verdict("IB-5", nrf_versus_standard_attacks(PlantedSuite(shares))) for shares in (TABLE3, WEAKER_NRF))
     assert (true, false) == (REPRODUCED, "contradicted")
+
+
+class AttackedInBothBlocks(PlantedSuite):
+    """The planted attacks, with the robust block rewritten like the non-robust one: both parts carry the
+    adversarial label equally, so the non-robust part's agreement is not above the robust part's."""
+
+    def attack(self, name: str) -> AdversarialSet:
+        s = super().attack(name)
+        hit = self.order[:round(self.success[name] * PLANTED_IMAGES)]
+        x_adv = s.x_adv.clone()
+        x_adv[hit, :CLASSES] = x_adv[hit, CLASSES:]
+        return replace(s, x_adv=x_adv)
+
+
+def test_ib3_is_not_reproduced_when_the_robust_part_carries_the_adversarial_label_as_well():
+    true, equal = (verdict("IB-3", non_robust_features_carry_the_adversarial_label(s))
+                   for s in (PlantedSuite(TABLE1), AttackedInBothBlocks(TABLE1)))
+    assert true == REPRODUCED and equal != REPRODUCED, (true, equal)

@@ -1,5 +1,7 @@
 """The curvature paper's library code: Algorithm 1's operator, subspaces, confined and targeted DeepFool."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,8 @@ from advclaims import expected
 from advclaims.analysis.curvature import operator as cv
 from advclaims.analysis.curvature.defence import Resampled
 from advclaims.analysis.curvature.directions import (S_MAX_DEFAULT, S_MAX_FACTORS, ScoreCurves, class_departures,
-                                                     class_transitions, rank_correlation, spearman_rho)
+                                                     class_transitions, partial_rank_correlation, rank_correlation,
+                                                     spearman_rho)
 from advclaims.analysis.curvature.subspaces import (FRACTION_DEFAULT, FRACTIONS, complement, deepfool_svd, nested_bases,
                                                     orthonormal_basis, project, project_images)
 from advclaims.attacks.confined_deepfool import confined_deepfool
@@ -83,7 +86,7 @@ def test_principal_directions_are_orthonormal_sorted_and_diagonalise_the_symmetr
     if method == "dense":
         curv, dirs, asym, sym = cv._dense(op, g)
     else:
-        curv, dirs, asym, sym, _ = cv._block_lanczos(op, g, k=3)
+        curv, dirs, asym, sym, _, _ = cv._block_lanczos(op, g, k=3)
     v = dirs.double()
     assert torch.allclose(v.T @ v, torch.eye(DIMS, dtype=v.dtype), atol=1e-5)
     finite = curv[torch.isfinite(curv)]
@@ -105,10 +108,10 @@ def test_principal_directions_are_orthonormal_sorted_and_diagonalise_the_symmetr
 def test_block_lanczos_finds_the_same_extreme_curvatures_as_the_dense_decomposition():
     op = operator(mlp(nn.Softplus(), 2), 2, h=1e-3, n=6)
     dense, _, _, _ = cv._dense(op, torch.Generator().manual_seed(0))
-    lanczos, _, _, _, _ = cv._block_lanczos(op, torch.Generator().manual_seed(0), k=3)
+    lanczos, *_ = cv._block_lanczos(op, torch.Generator().manual_seed(0), k=3)
     assert torch.allclose(lanczos[:3], dense[:3], rtol=1e-3, atol=1e-6)
     assert torch.allclose(lanczos[-3:], dense[-3:], rtol=1e-3, atol=1e-6)
-    assert int(torch.isnan(lanczos).sum()) == DIMS - 12                 # m = 4k Ritz values; the rest uncomputed
+    assert int(torch.isnan(lanczos).sum()) == 0         # at D = 16 the Krylov basis (3k) and the probes measure all
 
 
 def test_block_lanczos_decomposes_the_symmetric_part_of_a_non_symmetric_operator():
@@ -140,6 +143,81 @@ def test_flat_directions_rank_by_measured_curvature_not_by_position():
     assert curv.direction(0, "flat").flatten().argmax() == 3
 
 
+def test_flat_directions_rank_by_measured_norm_of_h_u_where_measured():
+    # block Lanczos measures ||H u||: a direction whose u^T A u is 0 because +1 and -1 cancel (flatness 1) is not
+    # flat; the 0.01 one is, then the rest (0.5), then the cancelling one
+    eye = torch.eye(4)
+    cc = cv.ClassCurvature(0, torch.tensor([2.0, 0.01, float("nan"), 0.0]), eye, eye, eye, eye, 2, 2, 0.0,
+                           "block Lanczos", 0.5, torch.tensor([2.0, 0.01, float("nan"), 1.0]))
+    assert cv.PrincipalCurvatures([cc], torch.zeros(1, 1, 4), h=1.0).ordered(0, "flat").argmax(0).tolist() == [1, 2, 3, 0]
+    assert torch.equal(cv.ClassCurvature.load(cc.payload(), cc.meta()).abs_curvatures(), torch.tensor([2.0, 0.01, 0.5, 1.0]))
+
+
+class PlantedOperator:
+    """A symmetric operator of planted spectrum, applied as a matvec through the interface ``_block_lanczos``
+    uses: ``curved`` eigenvalues on the columns of a random orthonormal C (D, r), and on its complement F a
+    flat part P_F diag(s) P_F with |s| <= ``flat``. Principal angles to F come from C: sin = svdvals(C^T U)."""
+
+    def __init__(self, dims: int, curved: torch.Tensor, flat: float, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.c = torch.linalg.qr(torch.randn(dims, len(curved), generator=g, dtype=torch.float64))[0]
+        self.curved, self.dims, self.applied = curved, dims, 0
+        self.s = flat * (2 * torch.rand(dims, generator=g, dtype=torch.float64) - 1)
+        self.points = torch.zeros(1, dtype=torch.float64)        # the dtype the operator is applied in
+
+    def out_of_c(self, v: torch.Tensor) -> torch.Tensor:
+        return v - self.c @ (self.c.T @ v)
+
+    def per_point(self, probes: torch.Tensor) -> torch.Tensor:
+        v = probes.double().T
+        self.applied += v.shape[1]
+        return (self.c @ (self.curved[:, None] * (self.c.T @ v)) + self.out_of_c(self.s[:, None] * self.out_of_c(v))).T[None]
+
+    def __call__(self, probes: torch.Tensor) -> torch.Tensor:
+        return self.per_point(probes)[0]
+
+    def angles_to_flat(self, u: torch.Tensor) -> torch.Tensor:
+        """Principal angles (degrees) between span(u) (orthonormal columns) and the planted flat subspace F."""
+        return torch.rad2deg(torch.arcsin(torch.linalg.svdvals(self.c.T @ u.double()).clamp(max=1)))
+
+
+def planted_spectrum(tails: int, bulk: int, seed: int) -> torch.Tensor:
+    """Curvatures of a net-like boundary: ``tails`` at each end, |k| from 10 to 1, and a curved bulk of ``bulk``
+    with |k| log-uniform in [0.05, 1] and random signs, half of them cancelling the other half."""
+    g = torch.Generator().manual_seed(seed)
+    ends = torch.logspace(1, 0, tails, dtype=torch.float64)
+    mag = torch.exp(torch.empty(bulk, dtype=torch.float64).uniform_(math.log(0.05), 0.0, generator=g))
+    signs = torch.where(torch.rand(bulk, generator=g) < 0.5, -1.0, 1.0).double()
+    return torch.cat([ends, -ends, mag * signs])
+
+
+@pytest.mark.parametrize("dims, k", [(3072, 128), (768, 32)])
+def test_block_lanczos_recovers_a_planted_flat_subspace_and_its_extremes(dims, k):
+    # CIFAR's D = 3072 at the budget's k = 128 (and a fast D = 768): a sixth of the space curved (both tails and a
+    # bulk of either sign), the rest flat (|k| <= 1e-3). The flattest directions the subspaces use (half the space
+    # over 10 classes, per class) lie in the planted flat subspace; a random basis and an arbitrary basis of the
+    # never-measured rest (what S_flat was before flat directions were searched for and ranked) do not
+    curved = planted_spectrum(k, dims // 6 - 2 * k, seed=dims)
+    op = PlantedOperator(dims, curved, 1e-3, seed=dims + 1)
+    curv, dirs, _, _, rest, flatness = cv._block_lanczos(op, torch.Generator().manual_seed(0), k)
+    assert op.applied <= 5.25 * k + 2 * 16 + 32                        # the cost: about 5k products, not D
+    cc = cv.ClassCurvature(0, curv, dirs, torch.eye(1), torch.eye(1), torch.eye(1), 1, 1, 0.0, "block Lanczos",
+                           rest, flatness)
+    flat = cv.PrincipalCurvatures([cc], torch.zeros(dims), h=1.0).ordered(0, "flat")[:, :math.ceil(dims / 2 / 10)]
+    f = flat.shape[1]
+    recovered = op.angles_to_flat(flat)
+    g = torch.Generator().manual_seed(2)
+    random = op.angles_to_flat(torch.linalg.qr(torch.randn(dims, f, generator=g, dtype=torch.float64))[0])
+    never = dirs[:, torch.isnan(curv)].double()
+    arbitrary = op.angles_to_flat(never @ torch.linalg.qr(torch.randn(never.shape[1], f, generator=g,
+                                                                      dtype=torch.float64))[0])
+    assert float(recovered.median()) < 0.1 and float(recovered.max()) < 10.0          # measured: 0.001 and 4.9 deg
+    assert float(random.median()) > 15.0 and float(arbitrary.max()) > 10.0            # 23 deg; 21 deg
+    # the extremes: the most positive and most negative curvatures are the planted ones
+    assert torch.allclose(curv[:5].double(), curved[:5], rtol=1e-3)
+    assert torch.allclose(curv[-5:].double(), curved[k:k + 5].flip(0), rtol=1e-3)
+
+
 def test_dense_and_block_lanczos_paths_of_algorithm_1_agree_on_a_small_smooth_convnet():
     # the same boundary points, decomposed densely and by block Lanczos (forced by a low dense limit)
     torch.manual_seed(0)
@@ -166,7 +244,7 @@ def test_dense_and_block_lanczos_paths_of_algorithm_1_agree_on_a_small_smooth_co
 
 def test_block_lanczos_directions_are_orthonormal_even_when_the_relu_operator_is_not_symmetric():
     op = operator(mlp(nn.ReLU(), 4, hidden=256), 4, h=0.5, n=6)
-    curv, dirs, asym, sym, _ = cv._block_lanczos(op, torch.Generator().manual_seed(0), k=3)
+    curv, dirs, asym, sym, *_ = cv._block_lanczos(op, torch.Generator().manual_seed(0), k=3)
     v = dirs.double()
     assert torch.allclose(v.T @ v, torch.eye(DIMS, dtype=v.dtype), atol=1e-5)
     assert float(asym.sum()) > 0                                       # the raw ReLU operator is asymmetric
@@ -402,6 +480,21 @@ def test_the_vectorised_rank_correlation_is_spearmans_rho_row_by_row(seed, lengt
     y[0] = 1.0                                                         # a constant row: no trend, 0
     rho = rank_correlation(x, y)
     assert np.allclose(rho, [spearman_rho(a, b) for a, b in zip(x, y)])
+
+
+def test_the_partial_rank_correlation_removes_a_shared_scale_that_the_plain_one_follows():
+    # CV-9's confound, built: an image norm z; the projection is z times the share s of the image in the subspace;
+    # the confined norm grows with z and falls with s. The plain rho follows z (positive); the partial rho
+    # controlling for z sees the inverse relation of s (negative). Vectorised rows equal the formula row by row.
+    rng = np.random.default_rng(0)
+    z, share = rng.uniform(1, 10, 400), rng.uniform(0.2, 0.8, 400)
+    projection, confined = z * share, z * (1.2 - share)
+    assert spearman_rho(projection, confined) > 0.3
+    assert partial_rank_correlation(projection, confined, z) < -0.3
+    x, y, w = rng.normal(size=(3, 5, 20))
+    rxy, rxw, ryw = (np.array([spearman_rho(a, b) for a, b in zip(u, v)]) for u, v in ((x, y), (x, w), (y, w)))
+    assert np.allclose(partial_rank_correlation(x, y, w), (rxy - rxw * ryw) / np.sqrt((1 - rxw ** 2) * (1 - ryw ** 2)))
+    assert partial_rank_correlation(z, projection, z) == 0.0                   # x follows z exactly: undefined, 0
 
 
 def test_score_curves_are_cut_to_each_s_max_symmetrically():

@@ -78,6 +78,11 @@ def test_also_seen_verdicts_are_accepted_as_unstable():
     (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nseen = ["inconclusive"]'), "unknown field"),
     (GOOD + '[claims.X-1.expect."mnist.smoke"]\nverdict = "reproduced"\nalso_seen = ["inconclusive"]\n',
      "an also_seen, needs a 'reason'"),
+    (GOOD.replace('reason = "schedule too short"', 'reason = "s"\nalso_seen = ["reproduced"]'),
+     r"^x\.toml: claims\.X-1\.expect\.'\*\.fast': verdict 'contradicted' with also_seen \['reproduced'\] accepts "
+     "both reproduced and contradicted"),
+    (GOOD.replace('reason = "too few images at smoke"', 'reason = "s"\nalso_seen = ["reproduced", "contradicted"]'),
+     "accepts both reproduced and contradicted"),
     (GOOD.replace('basis = "paper"\n', ''), "missing field 'basis'"),
     (GOOD.replace('basis = "paper"', 'basis = "ours"'), "basis must be one of"),
     (GOOD.replace('basis_note = "Table 1"', 'basis_note = " "'), "basis_note must say"),

@@ -258,10 +258,13 @@ def test_an_entry_point_model_from_a_temporary_module_runs_lp7_and_lp8(exported,
     '''))
     report = _claims("-k", "fgsm_is_weaker_than_pgd20 or larger_local_response_differences",
                      "--repro-model", "adv=zoo_entry:robust", "--repro-model", "std=zoo_entry:standard",
-                     "--repro-cache", str(tmp_path / "store"), tmp_path=tmp_path / "report",
+                     "--repro-cache", str(store.root), tmp_path=tmp_path / "report",
                      env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert sorted(r["claim"] for r in report["claims"]) == ["LP-7", "LP-8"]
     assert all(r["verdict"] in ("reproduced", "contradicted", "inconclusive") for r in report["claims"])
     kinds = {m["label"]: m["source"]["kind"] for m in report["models"]}
-    assert set(kinds.values()) == {"entry_point"} and len(kinds) == 2
-    assert not (tmp_path / "store" / "models").exists()  # nothing was trained: the claims ran on the given models
+    assert set(kinds.values()) == {"entry_point"} and len(kinds) == 2  # the claims ran on the given models only
+    assert {r["outcome"] for r in report["claims"]} == {"own model"}  # never held against expected/
+    # the health gate's reference probe held each against the suite's own model of its role (the shared store's)
+    assert {m["source"]["reference"]["what"] for m in report["models"]} == {
+        f"the suite's own {role} resnet18 at the smoke budget" for role in ("STD", "ADV")}

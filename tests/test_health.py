@@ -1,6 +1,7 @@
 """The model-health gate: an untrained or gradient-masked model gives one line, never a verdict."""
 
 import gzip
+import json
 import struct
 import textwrap
 
@@ -155,4 +156,6 @@ def test_a_claim_on_an_unhealthy_model_errors_in_one_line_and_gives_no_verdict(p
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert "ModelUnhealthy: model STD (nin on cifar10) failed the health gate" in out and "Traceback" not in out
-    assert not (tmp_path / "r" / "report.json").exists()     # no verdict was recorded
+    [row] = json.loads((tmp_path / "r" / "report.json").read_text())["claims"]  # an error row, no verdict
+    assert row["outcome"] == "error" and row["error"].startswith("ModelUnhealthy: model STD (nin on cifar10)")
+    assert all(c["value"] is None for c in row["checks"])

@@ -172,6 +172,76 @@ def test_the_expected_ratio_halves_when_the_images_per_class_quadruple():
     assert ratio[400] == pytest.approx(ratio[100] / 2, rel=0.15)
 
 
+def direct_spread_ratios(f: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """sqrt(tr Sigma_c) / sqrt(min_d |m_c - m_d|^2 - tr Sigma_c / n_c - tr Sigma_d / n_d) (floored at that excess),
+    from the features themselves."""
+    f = f.double()
+    n = torch.bincount(y, minlength=k).double()
+    means = torch.stack([f[y == c].mean(0) for c in range(k)])
+    trace = torch.stack([(f[y == c] - means[c]).square().sum() / (n[c] - 1) for c in range(k)])
+    out = []
+    for c in range(k):
+        def squared(d):
+            excess = trace[c] / n[c] + trace[d] / n[d]
+            return max(float((means[c] - means[d]).square().sum() - excess), float(excess))
+        out.append(math.sqrt(trace[c] / min(squared(d) for d in range(k) if d != c)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@given(k=class_counts, d=dims, seed=seeds)
+@HYP
+def test_the_spread_ratio_equals_its_formula(k, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = labels(seed, k, per_class=6)
+    f = torch.randn(len(y), d, generator=g) + 4 * torch.randn(k, d, generator=g)[y]
+    statistic, ratios = expectations.spread_ratio_statistic(f, y, k)
+    identity = np.arange(len(y), dtype=float)
+    assert torch.allclose(ratios(identity)[:, 0], direct_spread_ratios(f, y, k), rtol=1e-4)
+    assert math.isclose(float(statistic(identity)), float(direct_spread_ratios(f, y, k).max()), rel_tol=1e-4)
+    batch = np.stack([np.random.default_rng(seed + i).integers(0, len(y), len(y)) for i in range(3)]).astype(float)
+    assert np.allclose(statistic(batch), [statistic(row) for row in batch], equal_nan=True)
+
+
+def planted_classes(per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Four Gaussian classes in 20 dimensions, class means on a line at 0, 6, 14, 24 and class 0 the widest
+    (sd 1.5 a dimension, the others 1): the worst class is 0, its true spread ratio sqrt(20 * 1.5^2) / 6."""
+    k, dim = 4, 20
+    centres = torch.zeros(k, dim)
+    centres[:, 0] = torch.tensor([0.0, 6.0, 14.0, 24.0])
+    sd = torch.tensor([1.5, 1.0, 1.0, 1.0])
+    y = torch.arange(k).repeat_interleave(per_class)
+    return centres[y] + sd[y, None] * torch.randn(len(y), dim, generator=generator), y, math.sqrt(20 * 1.5 ** 2) / 6
+
+
+def test_the_spread_ratio_does_not_trend_with_the_images_per_class_while_the_split_half_ratio_does():
+    """HF-1's deciding statistic is a property of the features, not of n: the same distribution at 100 and at
+    1000 images a class gives the same spread ratio within Monte Carlo error (and the planted value), while the
+    split-half ratio (the former statistic) halves from n to 4n."""
+    g = torch.Generator().manual_seed(3)
+    spread, split = {}, {}
+    for per_class in (100, 400, 1000):
+        draws = [planted_classes(per_class, g) for _ in range(30)]
+        idx = np.arange(4 * per_class, dtype=float)
+        spread[per_class] = np.array([float(expectations.spread_ratio_statistic(f, y, 4)[0](idx)) for f, y, _ in draws])
+        split[per_class] = np.array([float(expectations.expected_ratio_statistic(f, y, 4)[0](idx)) for f, y, _ in draws])
+    truth = planted_classes(2, g)[2]
+    error = math.hypot(spread[100].std(ddof=1) / math.sqrt(30), spread[1000].std(ddof=1) / math.sqrt(30))
+    assert abs(spread[100].mean() - spread[1000].mean()) < 3 * error
+    assert spread[100].mean() == pytest.approx(truth, rel=0.02)
+    assert spread[1000].mean() == pytest.approx(truth, rel=0.01)
+    assert split[400].mean() == pytest.approx(split[100].mean() / 2, rel=0.05)
+
+
+def test_the_spread_ratio_of_indistinguishable_classes_is_large_and_finite():
+    """Shuffled labels: every class mean is the global mean; the floored distance gives about sqrt(n_c / 2)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(200)
+    f = torch.randn(len(y), 10, generator=g)
+    ratios = expectations.spread_ratio_statistic(f, y, 3)[1](np.arange(len(y), dtype=float))[:, 0]
+    assert torch.isfinite(ratios).all()
+    assert (ratios > 0.5 * math.sqrt(200 / 2)).all()
+
+
 def test_the_first_images_per_class_keep_the_canonical_order():
     y = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2])
     keep = expectations.first_per_class(y, 3, 2)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advclaims import models
-from advclaims.analysis.info_bottleneck.features import _spearman_of_means
+from advclaims import stats
+from advclaims.analysis.info_bottleneck.features import (BETAS, robust_channels_versus_beta,
+                                                        robust_features_under_attacks)
 from advclaims.analysis.info_bottleneck.nrf import _norm_values, successful_perturbations
 from advclaims.analysis.info_bottleneck.bottleneck import (ChannelMasks, Split, decompose, fit_channel_masks,
                                                          information_loss, masked_predictions, predictions_of_channels,
@@ -321,10 +323,65 @@ def test_perturbation_norms_are_read_over_successful_attacks_only():
     assert not successful_perturbations(SimpleNamespace(x=x, x_adv=confined), np.ones(5, dtype=bool), 0.1)["beyond_eps"].any()
 
 
-def test_the_spearman_statistic_reads_the_trend_of_the_means():
-    falling = [np.full(5, v, dtype=float) for v in (9.0, 5.0, 1.0)]
-    assert _spearman_of_means(*falling) == pytest.approx(-1.0)
-    assert _spearman_of_means(*falling[::-1]) == pytest.approx(1.0)
-    assert _spearman_of_means(*[np.ones(5)] * 3) == 0.0
-    resampled = [np.stack([a, a]) for a in falling]  # the bootstrap's vectorised call: (resamples, n)
-    assert _spearman_of_means(*resampled).shape == (2,)
+class SweepSuite:
+    """A stand-in EvaluationSuite on 8 feature channels (encode = identity): at the j-th beta of BETAS every
+    image's first ``robust[j]`` channels are robust; masks fitted on predicted labels mark the last channels
+    robust instead (so the two label choices give different masks, and different IB-2 statistics)."""
+
+    channels = 8
+    arch = "tiny"
+
+    def __init__(self, robust=(7, 6, 5, 4, 3, 2, 1)):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(40, self.channels, 2, 2, generator=g)
+        torch.manual_seed(2)
+        tail = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.channels, NUM_CLASSES))
+        self.split = Split(tail, lambda z: z, tail, "identity encoder")
+        with torch.no_grad():
+            self.y = tail(self.x).argmax(1)
+        self.y[::3] = (self.y[::3] + 1) % NUM_CLASSES  # some images misclassified
+        self.robust = dict(zip(BETAS, robust))
+        self.model = SimpleNamespace(label="T", spec={"arch": "tiny", "width": 1}, module=tail)
+        self.calls = []
+
+    def features(self, x):
+        return x
+
+    def attack(self, name):
+        return SimpleNamespace(x_adv=self.x + 0.5 * torch.sign(self.x))
+
+    def masks(self, on="clean", *, beta=0.3, labels="true"):
+        self.calls.append(labels)
+        robust = torch.zeros(len(self.y), self.channels, dtype=torch.bool)
+        k = self.robust.get(beta, 4)
+        robust[:, :k] = True
+        if labels == "predicted":
+            robust = robust.flip(1)
+        return masks_of(robust)
+
+
+def test_ib4_is_an_exact_permutation_trend_over_the_beta_settings():
+    """The unit is the beta setting: a perfect falling count over the 7 betas has p = 1/7! (not -1 [-1, -1] from
+    resampling images); one swapped pair is still significant, a flat sweep is uninformative."""
+    falling = robust_channels_versus_beta(SweepSuite()).statistics["robust_channels_spearman"]
+    assert falling.value == pytest.approx(-1.0) and falling.n == len(BETAS)
+    assert falling.pvalues["less"] == pytest.approx(1 / 5040)
+    assert str(stats.verdict(falling, "<", 0.0, m=2)) == "reproduced"
+    rising = robust_channels_versus_beta(SweepSuite(robust=(1, 2, 3, 4, 5, 6, 7))).statistics["robust_channels_spearman"]
+    assert rising.pvalues["greater"] == pytest.approx(1 / 5040)
+    assert str(stats.verdict(rising, "<", 0.0, m=2)) == "contradicted"
+    flat = robust_channels_versus_beta(SweepSuite(robust=(4,) * 7)).statistics["robust_channels_spearman"]
+    assert str(stats.verdict(flat, "<", 0.0)) == "inconclusive"
+
+
+def test_ib2_decides_on_true_label_masks_and_reports_predicted_label_masks_as_its_sensitivity():
+    suite = SweepSuite()
+    m = robust_features_under_attacks(suite)
+    assert set(suite.calls) == {"true", "predicted"}
+    predicted = m.sensitivity["mask_labels"]["1"]
+    assert set(predicted) == set(m.statistics)
+    # the deciding statistics come from the true-label masks (first channels robust), the sensitivity's from the
+    # predicted-label ones (last channels): here they differ
+    assert any(predicted[k].value != m.statistics[k].value for k in m.statistics)
+    assert m.values["mask_changes_predicted_labels"] == 8.0
+    assert any("true label" in note for note in m.notes)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advclaims import models
+from advclaims import models, stats
 from advclaims.analysis.local_properties import layers as lp
 from advclaims.analysis.local_properties import spectra as lpf
 from advclaims.analysis.local_properties.smoothness import bound_fraction, neighbour_correlation
@@ -235,3 +235,42 @@ def test_the_high_pass_range_runs_from_radius_one_to_a_fraction_of_the_side():
     assert lpf.high_pass_radii(x, 0.25) == list(range(1, 8))
     assert lpf.high_pass_radii(x, 0.01) == [1, 2]            # a range has at least two radii
     assert lpf.high_pass_radii(x, 5.0)[-1] == lpf.radii_of(x)[-1]  # never past the full spectrum
+
+
+# --- LP-13: trends over the trained models ----------------------------------------------------
+
+def scaled_sweep(scales: tuple[float, ...]) -> list[tuple[float, TrainedModel, AdversarialSet]]:
+    """Four copies of one tiny net whose 3x3 kernels are scaled by ``scales`` (weight decays 1e-4 .. 5e-3 in
+    order), each with the same images and perturbation: the kernel magnitudes' order is set by construction."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    x_adv = (x + 0.1 * torch.sign(torch.randn(12, 1, 8, 8, generator=g))).clamp(0, 1)
+    y = torch.randint(0, 3, (12,), generator=g)
+    members = []
+    for wd, scale in zip((1e-4, 5e-4, 1e-3, 5e-3), scales):
+        model = tiny()
+        with torch.no_grad():
+            for m in model.module.modules():
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1:
+                    m.weight.mul_(scale)
+        members.append((wd, model, attack_set(x, x_adv, y)))
+    return members
+
+
+def test_lp13_trends_are_exact_permutation_tests_over_the_four_models():
+    """The unit is the trained model: a perfect falling order of 4 models has one-sided p = 1/24 (not an
+    interval of -1 [-1, -1] from resampling kernels), the reversed sweep has it the other way, and one swapped
+    pair is no longer significant at 5% (p = 4/24)."""
+    falling = lp.weight_decay_sweep(scaled_sweep((1.0, 0.8, 0.6, 0.4))).statistics["kernel_magnitude_rho"]
+    assert falling.value == pytest.approx(-1.0)
+    assert falling.n == 4
+    assert falling.pvalues["less"] == pytest.approx(1 / 24)
+    assert falling.pvalues["greater"] == pytest.approx(1.0)
+    rising = lp.weight_decay_sweep(scaled_sweep((0.4, 0.6, 0.8, 1.0))).statistics["kernel_magnitude_rho"]
+    assert rising.value == pytest.approx(1.0) and rising.pvalues["greater"] == pytest.approx(1 / 24)
+    swapped = lp.weight_decay_sweep(scaled_sweep((0.8, 1.0, 0.6, 0.4))).statistics["kernel_magnitude_rho"]
+    assert swapped.value == pytest.approx(-0.8) and swapped.pvalues["less"] == pytest.approx(4 / 24)
+    assert [str(stats.verdict(e, "<", 0.0)) for e in (falling, rising, swapped)] == [
+        "reproduced", "contradicted", "inconclusive"]
+    # with LP-13's 4 deciding checks a contradiction needs p < 0.05 / 4, which 4 models cannot give (1/24 at best)
+    assert str(stats.verdict(rising, "<", 0.0, m=4)) == "inconclusive"

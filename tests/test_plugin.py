@@ -98,8 +98,10 @@ def test_an_unexpected_verdict_fails_and_says_what_to_record(project):
 
 
 def test_a_verdict_recorded_as_also_seen_is_unstable_and_any_other_fails(project, tmp_path):
-    text = EXPECTED.replace('reason = "a recorded finding"', 'reason = "flips between retrainings"\n'
+    text = EXPECTED.replace('verdict = "contradicted"\nreason = "a recorded finding"',
+                            'verdict = "inconclusive"\nreason = "flips between retrainings"\n'
                             'also_seen = ["reproduced"]')
+    assert text.count("also_seen") == 1
     (project.path / "expected" / "local_properties.toml").write_text(text)
     project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(1.0)"))
     result = project.runpytest("-k", "known_finding", "--repro-report", str(tmp_path / "r"))
@@ -107,7 +109,7 @@ def test_a_verdict_recorded_as_also_seen_is_unstable_and_any_other_fails(project
     [record] = json.loads((tmp_path / "r" / "report.json").read_text())["claims"]
     assert record["outcome"] == "unstable" and record["also_seen"] == ["reproduced"]
     assert "also seen: reproduced" in (tmp_path / "r" / "report.md").read_text()
-    project.makepyfile(test_claims=CLAIMS.replace("measured(-1.0)", "measured(0.0)"))  # inconclusive: neither
+    project.makepyfile(test_claims=CLAIMS)  # contradicted: neither the verdict nor the one also seen
     project.runpytest("-k", "known_finding").assert_outcomes(failed=1)
 
 
@@ -269,7 +271,7 @@ SEEDED = textwrap.dedent('''
 ''')
 
 
-def test_training_seeds_pool_into_a_wider_interval_that_shows_each_seed(project, tmp_path):
+def test_training_seeds_pool_into_both_scopes_and_smoke_decides_on_these_models(project, tmp_path):
     project.makepyfile(test_seeded=SEEDED)
     project.runpytest("test_seeded.py", "--repro-seeds=1", f"--repro-report={tmp_path / 'one'}").assert_outcomes(
         passed=2, xfailed=1)
@@ -279,14 +281,73 @@ def test_training_seeds_pool_into_a_wider_interval_that_shows_each_seed(project,
                   for d in ("one", "three"))
     c1, c3 = one["LP-7"]["checks"][0], three["LP-7"]["checks"][0]
     assert [round(s["value"], 1) for s in c3["per_seed"]] == [1.0, 1.5, 2.0]
-    assert c3["value"] == pytest.approx(1.5, abs=0.02) and "hierarchical" in c3["method"]
-    assert (c3["high"] - c3["low"]) > 5 * (c1["high"] - c1["low"])      # the seeds' spread, not the images'
-    assert three["LP-7"]["seeds"] == [0, 1, 2] and "training seeds (3)" in three["LP-7"]["variance"]
-    assert "evaluation noise only" in one["LP-7"]["variance"]
+    # smoke decides on these models (the 3 checkpoints at hand): an interval over the shared images
+    assert c3["value"] == pytest.approx(1.5, abs=0.02) and c3["scope"] == "models" and "aligned" in c3["method"]
+    assert c3["n"] == 200 and three["LP-7"]["n"] == 200                  # the images, not 3 x 200
+    recipe = c3["other_scope"]                                            # the recipe's interval, shown
+    assert recipe["scope"] == "recipe" and "2 df" in recipe["method"]
+    assert (recipe["high"] - recipe["low"]) > 5 * (c1["high"] - c1["low"])  # the seeds' spread, not the images'
+    assert three["LP-7"]["scope"] == "models" and three["LP-7"]["contradiction_level"] == pytest.approx(0.95)
+    assert three["LP-7"]["seeds"] == [0, 1, 2] and "3 trained models fixed" in three["LP-7"]["variance"]
+    assert "one training seed" in one["LP-7"]["variance"]
     assert "per_seed" not in three["LP-8"]["checks"][0]                  # nothing depends on the seed: one run
     md = (tmp_path / "three" / "report.md").read_text()
-    assert "Intervals cover: training seeds (3)" in md
+    assert "scope: these models (the evaluation images" in md and "Intervals cover: these models" in md
     assert any(line.startswith("| `diff` |") and line.count("] ; ") + line.count("]; ") == 2 for line in md.splitlines())
+
+
+MULTI_EXPECTED = textwrap.dedent('''
+    [claims.X-1]
+    title = "t"
+    source = "s"
+    [claims.X-1.expect."*.*"]
+    verdict = "reproduced"
+''') + "".join(textwrap.dedent(f'''
+    [[claims.X-1.checks]]
+    statistic = "{name}"
+    description = "d"
+    comparator = ">"
+    threshold = 0.0
+    basis = "protocol"
+    basis_note = "ours"
+''') for name in ("a", "b", "c", "flat"))
+
+
+def test_evaluate_states_scope_and_levels_and_contradicts_only_at_the_bonferroni_level(tmp_path):
+    import numpy as np
+
+    from advclaims import stats
+    from advclaims.measurement import Measurement
+    from advclaims.plugin import evaluate
+    (tmp_path / "local_properties.toml").write_text(MULTI_EXPECTED)
+    rng = np.random.default_rng(0)
+    marginal = stats.mean(rng.normal(0, 1, 300))
+    marginal = marginal.shifted(marginal.high + 1e-3)  # the 95% interval just below 0: nominally contradicted
+    x = rng.normal(size=300)
+    stat = {"a": marginal, "b": stats.mean(rng.normal(1, 1, 300)), "c": stats.mean(rng.normal(1, 1, 300)),
+            "flat": stats.mean_difference(x, x)}                   # zero width, not exact: never decides
+    r = evaluate("X-1", Measurement(statistics=stat, n=300), expected_dir=tmp_path)
+    checks = {c["statistic"]: c for c in r["checks"]}
+    # zero width, not exact: inconclusive (it blocks reproduction) and not counted among the checks that can contradict
+    assert checks["flat"]["verdict"] == "inconclusive" and "same value" in checks["flat"]["degenerate"]
+    assert r["deciding_checks"] == 3 and r["contradiction_level"] == pytest.approx(1 - 0.05 / 3)
+    assert checks["a"]["verdict"] == "inconclusive" and checks["a"]["nominal_verdict"] == "contradicted"
+    assert checks["a"]["adjusted_low"] < checks["a"]["low"] and checks["a"]["adjusted_high"] > 0
+    assert r["verdict"] == "inconclusive" and r["scope"] == "models" and r["level"] == 0.95
+    saturated = stats.mean(np.full(300, 0.5))                            # uninformative: shown, never deciding
+    one = evaluate("X-1", Measurement(statistics={"a": marginal, "b": saturated, "c": saturated, "flat": saturated},
+                                      n=300), expected_dir=tmp_path)
+    assert one["deciding_checks"] == 1 and one["verdict"] == "contradicted"   # m = 1: the nominal level
+    # fast decides on the recipe when the statistics hold two seeds or more; with one it says so
+    seeds = [stats.mean(rng.normal(1 + 0.1 * s, 1, 300)) for s in range(3)]
+    pooled = {k: stats.pool(seeds) for k in ("a", "b", "c", "flat")}
+    fast = evaluate("X-1", Measurement(statistics=pooled, n=300), budget="fast", expected_dir=tmp_path)
+    assert fast["scope"] == "recipe" and fast["checks"][0]["scope"] == "recipe" and fast["scope_note"] is None
+    assert "training seeds (3)" in fast["covers"]
+    single = evaluate("X-1", Measurement(statistics=stat, n=300), budget="fast", expected_dir=tmp_path)
+    assert single["scope"] == "models" and "at least 2" in single["scope_note"]
+    ext = evaluate("X-1", Measurement(statistics=pooled, n=300), budget="paper", expected_dir=tmp_path, external=True)
+    assert ext["scope"] == "models" and "external" in ext["scope_note"]
 
 
 def test_a_bad_seed_count_is_a_usage_error(project):
@@ -310,7 +371,7 @@ PREFLIGHT = textwrap.dedent('''
     @pytest.mark.claim("LP-7")
     @on_datasets("fashion_mnist", "cifar10")
     def test_runs(dataset, pipeline, check):
-        assert cap(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == 100
+        assert cap(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == max(100, pipeline.budget.eval_batch)
         assert "preflight" in str(pipeline.store.root) and not pipeline.enforce_health
         if dataset == "cifar10":
             raise RuntimeError("CUDA out of memory (simulated)")

@@ -109,3 +109,18 @@ def test_measured_keeps_statistics_and_drops_timings():
     assert report.measured(run(2.2, 0.5)) == report.measured(run(2.3, 0.5))
     assert report.measured(run(2.2, 0.5)) != report.measured(run(2.2, 0.6))
     assert report.measured(run(2.2, 0.5))["CV-1/fashion_mnist"]["tables"]["per_class"] == [{"class": 0, "asym": 0.33}]
+
+
+def test_a_claim_prints_its_scope_and_levels_and_a_trend_its_p_values_not_an_interval():
+    r = record(verdict="inconclusive")
+    r.update(scope="recipe", scope_name="this training recipe", covers="training seeds (5), the images",
+             scope_note=None, level=0.95, contradiction_level=1 - 0.05 / 13, deciding_checks=13)
+    r["checks"] = [dict(r["checks"][0], statistic="rho", value=-1.0, low=-1.0, high=1.0, method="exact permutation",
+                        pvalues={"greater": 1.0, "less": 1 / 24}, test="exact permutation test over 4 models"),
+                   dict(r["checks"][0], statistic="gap", verdict="inconclusive", nominal_verdict="contradicted",
+                        adjusted_low=0.4, adjusted_high=1.2, contradiction_level=1 - 0.05 / 13)]
+    md = report.markdown(report.build([r], budget="paper", argv=[]))
+    assert ("scope: this training recipe (training seeds (5), the images); reproduction at 95%, contradiction at "
+            "99.6% for 13 deciding checks (Bonferroni)") in md
+    assert "rho -1 (p 1 increasing, 0.0417 decreasing; exact permutation test over 4 models)" in md
+    assert "2 [1.5, 2.5]; at 99.6% [0.4, 1.2]" in md

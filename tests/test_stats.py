@@ -67,9 +67,10 @@ def test_an_undefined_interval_stays_undefined_and_the_verdict_inconclusive():
     assert stats.verdict(e, ">", 0.5) is Verdict.INCONCLUSIVE and stats.verdict(e, "<", 5) is Verdict.INCONCLUSIVE
 
 
-def test_degenerate_samples_give_a_zero_width_interval():
+def test_degenerate_samples_give_a_zero_width_interval_that_never_decides():
     e = stats.mean(np.full(20, 0.7))
     assert e.low == e.value == e.high == pytest.approx(0.7)
+    assert e.degenerate and stats.verdict(e, ">", 0.5) is Verdict.INCONCLUSIVE
 
 
 def test_nan_in_a_sample_is_rejected_with_a_message():
@@ -99,6 +100,8 @@ def test_verdict_follows_the_interval_rule(value, half, threshold, comparator):
     else:
         expected = (Verdict.REPRODUCED if (below or (comparator == "<=" and e.high <= threshold))
                     else Verdict.CONTRADICTED if above else Verdict.INCONCLUSIVE)
+    if e.low == e.high:  # a zero-width interval of a statistic that is not exact never decides
+        expected = Verdict.INCONCLUSIVE
     assert v is expected
 
 
@@ -149,3 +152,169 @@ def test_a_bootstrap_over_many_values_holds_a_bounded_batch_and_batching_changes
     tracemalloc.stop()
     assert peak < 100 * 2 ** 20, f"peak {peak / 2 ** 20:.0f} MiB"
     assert est.low < big.mean() < est.high
+
+
+# --- issue 21: degenerate intervals, multiplicity, crossed pooling, trends over models -----------------------------
+
+def test_a_zero_width_interval_of_a_statistic_that_is_not_exact_never_decides():
+    x = np.random.default_rng(6).normal(size=100)
+    same = stats.mean_difference(x, x)                     # every resample gives 0: [0, 0]
+    const = stats.ratio_of_means(np.full(40, 2.0), np.full(40, 1.0))
+    for e in (same, const):
+        assert e.low == e.high and e.degenerate.startswith("every resample gives the same value")
+        assert not e.uninformative  # not saturated: it blocks reproduction instead of being set aside
+        assert stats.verdict(e, ">=", 0) is Verdict.INCONCLUSIVE and stats.verdict(e, "<", 10) is Verdict.INCONCLUSIVE
+    exact = stats.exact(3, 10)
+    assert not exact.degenerate and stats.verdict(exact, ">", 2) is Verdict.REPRODUCED
+
+
+def test_a_claim_with_a_degenerate_check_is_not_reproduced_by_its_other_checks():
+    from advclaims.expected import CheckSpec
+    from advclaims.verdicts import _check_record, _combined
+    x = np.random.default_rng(7).normal(size=100)
+    spec = lambda name: CheckSpec(statistic=name, description=name, comparator=">", threshold=0.0, basis="protocol",
+                                  basis_note="test")
+    good = _check_record(spec("good"), stats.mean(x + 3), "T-1", m=2)
+    zero = _check_record(spec("zero"), stats.mean_difference(x, x), "T-1", m=2)
+    assert good["verdict"] == "reproduced" and zero["verdict"] == "inconclusive" and zero["degenerate"]
+    assert _combined([good, zero]) == "inconclusive"
+    saturated = _check_record(spec("sat"), stats.mean(np.full(50, 0.5)), "T-1", m=2)
+    assert saturated["verdict"] == "uninformative" and _combined([good, saturated]) == "reproduced"
+
+
+def test_paired_0_1_outcomes_equal_on_every_image_get_an_exact_binomial_bound():
+    same = np.r_[np.ones(60), np.zeros(40)]
+    e = stats.mean_difference(same, same)
+    u = 1 - 0.025 ** (1 / 100)                             # Clopper-Pearson upper bound for 0 of 100
+    assert e.value == 0 and math.isclose(e.high, u, rel_tol=1e-9) and math.isclose(e.low, -u, rel_tol=1e-9)
+    assert not e.degenerate and stats.verdict(e, "<=", 0.05) is Verdict.REPRODUCED
+    assert stats.verdict(e, ">", 0) is Verdict.INCONCLUSIVE
+    flipped = stats.mean_difference(np.ones(100), np.zeros(100))   # every image right on a, wrong on b
+    assert flipped.value == 1 and math.isclose(flipped.low, 1 - 2 * u, rel_tol=1e-9) and flipped.high == 1
+    lo, hi = flipped.interval(0.99)
+    assert lo < flipped.low and hi == 1
+
+
+def test_the_interval_at_another_level_reruns_the_same_bootstrap():
+    x = np.random.default_rng(7).normal(0.1, 1, 300)
+    e = stats.mean(x)
+    wide = stats.mean(x, confidence=1 - 0.05 / 13)        # the same resamples at 99.6%
+    assert e.interval(1 - 0.05 / 13) == pytest.approx((wide.low, wide.high))
+    assert wide.low < e.low and e.high < wide.high
+    assert e.interval(0.95) == (e.low, e.high)
+
+
+def test_contradiction_needs_the_bonferroni_interval_reproduction_the_nominal_one():
+    rng = np.random.default_rng(8)
+    e = stats.mean(rng.normal(0, 1, 400), seed=1)
+    threshold = e.high + 1e-3 * (e.high - e.low)          # the nominal interval lies just below it
+    assert stats.verdict(e, ">", threshold) is Verdict.CONTRADICTED       # one check: nominal level
+    assert stats.verdict(e, ">", threshold, m=13) is Verdict.INCONCLUSIVE  # 13 checks: 99.6% reaches it
+    assert stats.verdict(e, "<", threshold, m=13) is Verdict.REPRODUCED    # reproduction stays nominal
+    far = e.high + 10 * (e.high - e.low)
+    assert stats.verdict(e, ">", far, m=13) is Verdict.CONTRADICTED
+    assert stats.contradiction_level(13) == pytest.approx(1 - 0.05 / 13)
+
+
+def test_an_estimate_without_a_recipe_for_other_levels_widens_by_the_normal_quantiles():
+    e = Estimate(1.0, 0.0, 2.0, 10)
+    lo, hi = e.interval(0.99)
+    assert hi - 1 == pytest.approx(2.5758 / 1.9600, rel=1e-3) and 1 - lo == pytest.approx(hi - 1)
+
+
+def _seeds(k, rng, shift=1.0, seed=0):
+    v = rng.normal(0, 0.5, 150)
+    return [stats.mean(shift * s + v + rng.normal(0, 1, 150), seed=seed, n_resamples=500) for s in range(k)]
+
+
+def test_pool_of_crossed_seeds_gives_both_scopes_and_counts_images_not_seed_images():
+    per_seed = _seeds(3, np.random.default_rng(9))
+    pooled = stats.pool(per_seed)
+    models = pooled.at_scope(stats.MODELS)
+    assert pooled.scope == stats.RECIPE and models.scope == stats.MODELS and models.other.scope == stats.RECIPE
+    assert pooled.n == models.n == 150 and len(pooled.per_seed) == 3
+    assert pooled.value == pytest.approx(np.mean([e.value for e in per_seed]))
+    assert "aligned image resamples" in pooled.method and "training seeds (3)" in pooled.covers
+    # the seeds differ by 1 each: the recipe interval carries that, the models one only the images
+    assert (models.high - models.low) < (pooled.high - pooled.low) / 3
+    s2 = np.var([e.value for e in per_seed], ddof=1)
+    v_img = np.var(np.mean([e.replicates for e in per_seed], axis=0), ddof=1)
+    half = stats.sps.t.ppf(0.975, 2) * np.sqrt(s2 / 3 + v_img)
+    assert (pooled.low, pooled.high) == pytest.approx((pooled.value - half, pooled.value + half))
+    lo, hi = pooled.interval(0.99)
+    assert hi - pooled.value == pytest.approx(stats.sps.t.ppf(0.995, 2) * np.sqrt(s2 / 3 + v_img))
+    assert stats.pool(per_seed[:1]) is per_seed[0]
+
+
+def test_pool_of_misaligned_resamples_uses_the_fully_correlated_bound_and_says_so():
+    rng = np.random.default_rng(10)
+    per_seed = [e for s, e in enumerate(_seeds(2, rng))]
+    other = stats.mean(rng.normal(0, 1, 150), seed=5, n_resamples=500)   # another generator seed
+    pooled = stats.pool([per_seed[0], other])
+    assert "fully-correlated bound" in pooled.method
+    sd = np.mean([np.std(e.replicates, ddof=1) for e in (per_seed[0], other)])
+    models = pooled.at_scope(stats.MODELS)
+    assert models.high - models.value == pytest.approx(1.96 * sd, rel=1e-3)
+
+
+def test_pool_flags_a_statistic_degenerate_on_any_seed():
+    x = np.random.default_rng(11).normal(size=50)
+    pooled = stats.pool([stats.mean_difference(x, x), stats.mean_difference(x + 1, x)])
+    assert pooled.degenerate.startswith("on 1 of 2 seeds")
+
+
+def test_trend_over_four_models_in_perfect_order_has_exact_p_one_in_24():
+    t = stats.trend([0.9, 0.7, 0.4, 0.1], [1e-4, 5e-4, 1e-3, 5e-3], alternative="less")
+    assert t.value == pytest.approx(-1.0) and t.n == 4
+    assert t.pvalues["less"] == pytest.approx(1 / 24) and t.pvalues["greater"] == pytest.approx(1.0)
+    assert t.test == "exact permutation test over 4 models"
+    assert stats.verdict(t, "<", 0) is Verdict.REPRODUCED
+    assert stats.verdict(t, ">", 0) is Verdict.CONTRADICTED                    # one check: p 1/24 < 0.05
+    assert stats.verdict(t, ">", 0, m=2) is Verdict.INCONCLUSIVE              # two: 1/24 > 0.025
+    with pytest.raises(ValueError, match="threshold must be 0"):
+        stats.verdict(t, "<", 0.5)
+
+
+def test_trend_p_values_match_a_brute_force_permutation_count():
+    import itertools
+    rng = np.random.default_rng(12)
+    v, o = rng.normal(size=6), np.arange(6)
+    t = stats.trend(v, o, alternative="greater")
+    rhos = np.array([stats.sps.spearmanr(p, o).statistic for p in itertools.permutations(v)])
+    assert t.pvalues["greater"] == pytest.approx(np.mean(rhos >= t.value - 1e-9))
+    assert t.pvalues["less"] == pytest.approx(np.mean(rhos <= t.value + 1e-9))
+    assert t.value == pytest.approx(stats.sps.spearmanr(v, o).statistic)
+
+
+def test_trend_of_too_few_or_constant_models():
+    with pytest.raises(stats.Unmeasurable, match="at least 3"):
+        stats.trend([1, 2], [1, 2], alternative="greater")
+    flat = stats.trend([1, 1, 1, 1], [1, 2, 3, 4], alternative="greater")
+    assert flat.degenerate and stats.verdict(flat, ">", 0) is Verdict.INCONCLUSIVE
+
+
+def test_pooled_trends_are_pages_l_over_the_seeds_x_models_table():
+    orders = [1e-4, 5e-4, 1e-3, 5e-3]
+    rows = [[0.9, 0.7, 0.4, 0.1], [0.8, 0.75, 0.5, 0.2], [0.7, 0.8, 0.3, 0.1]]
+    # the second seed lists its models in another order: pooling matches them by order
+    per_seed = [stats.trend(rows[0], orders, alternative="less"),
+                stats.trend(rows[1][::-1], orders[::-1], alternative="less"),
+                stats.trend(rows[2], orders, alternative="less")]
+    pooled = stats.pool(per_seed)
+    page = stats.sps.page_trend_test(np.array(rows)[:, ::-1], method="exact")
+    assert pooled.pvalues["less"] == pytest.approx(page.pvalue) and pooled.pvalues["less"] < 1 / 24
+    assert pooled.value == pytest.approx(np.mean([e.value for e in per_seed]))
+    assert pooled.test.startswith("Page's L trend test over 4 models x 3 seeds")
+    assert stats.verdict(pooled, "<", 0, m=3) is Verdict.REPRODUCED
+    with pytest.raises(ValueError, match="same models"):
+        stats.pool([per_seed[0], stats.trend([1, 2, 3], [1, 2, 3], alternative="less")])
+
+
+def test_each_budget_has_its_seeds_and_deciding_scope():
+    from advclaims import budgets
+    assert [(b.seeds, b.scope) for b in map(budgets.get, budgets.NAMES)] == [
+        ((0,), "models"), ((0, 1, 2), "recipe"), ((0, 1, 2, 3, 4), "recipe")]
+    assert budgets.get("paper").deciding_scope(5) == ("recipe", None)
+    assert budgets.get("paper").deciding_scope(1)[0] == "models"
+    assert budgets.get("fast").deciding_scope(3, external=True)[0] == "models"
+    assert budgets.get("smoke").deciding_scope(3) == ("models", None)

@@ -29,13 +29,17 @@ class Budget:
     widths: dict = field(default_factory=dict)
     eval_batch: int = 500             # images per attack batch
     seeds: tuple[int, ...] = (0,)     # training seeds (--repro-seeds); statistics pool over them
+    scope: str = "models"             # the scope that decides a verdict: "models" or "recipe" (expected/README.md)
     preflight: bool = False           # --repro-preflight: this budget's shapes, schedules and samples cut
 
     def for_preflight(self) -> "Budget":
         """The same architectures, widths, batch sizes and analysis sizes, with the least data and schedule
         that lets every step run: one epoch over two training batches, PREFLIGHT_TEST evaluation images,
         every iteration count capped (advclaims.iterations). It gives no verdicts."""
-        return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, test_n=PREFLIGHT_TEST, seeds=self.seeds[:1],
+        # fast/paper: at least one full attack batch (eval_batch images), since an attack's peak memory is a full
+        # batch's (a GPU run's out-of-memory shows here, not hours in); smoke (CPU-sized) keeps PREFLIGHT_TEST
+        test_n = PREFLIGHT_TEST if self.name == "smoke" else max(PREFLIGHT_TEST, self.eval_batch)
+        return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, test_n=test_n, seeds=self.seeds[:1],
                                    preflight=True)
 
     def describe(self, eps_name: str = "eps") -> str:
@@ -49,6 +53,17 @@ class Budget:
                          f"lr {r.lr} ({r.schedule}), momentum {r.momentum}, weight decay {r.weight_decay}{attack}")
         lines.append(f"  evaluation: PGD-20 step {eps_name}/8 with random start, FGSM step {eps_name}")
         return "\n".join(lines)
+
+    def deciding_scope(self, n_seeds: int, *, external: bool = False) -> tuple[str, str | None]:
+        """The scope that decides a verdict at this budget with ``n_seeds`` seeds, and why it is not this budget's
+        own scope when it is not: the recipe scope needs at least 2 training seeds, and a user's (external)
+        model is one fixed model, so its verdicts are always about "these models"."""
+        if self.scope == "recipe" and external:
+            return "models", "an external model is one fixed model: decided on these models"
+        if self.scope == "recipe" and n_seeds < 2:
+            return "models", (f"{n_seeds} training seed: the recipe scope needs at least 2 (--repro-seeds), so this "
+                              f"verdict is decided on these models")
+        return self.scope, None
 
     def width(self, arch: str) -> int:
         """The first stage's channels of ``arch`` at this budget; an unknown arch names the known ones."""
@@ -79,9 +94,10 @@ class Budget:
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500, seeds=(0, 1)),
-    "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2)),
-    "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2, 3, 4)),
+    "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500, seeds=(0,)),
+    "fast": Budget("fast", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2), scope="recipe"),
+    "paper": Budget("paper", train_subset=None, test_n=None, eval_batch=1000, seeds=(0, 1, 2, 3, 4),
+                    scope="recipe"),
 }
 
 

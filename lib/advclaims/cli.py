@@ -4,9 +4,11 @@
     torchrun --nproc_per_node 8 -m advclaims.cli train --role adv --dataset cifar10 --arch wrn28_10 --budget paper
     advclaims datasets [--data-root DIR]
     advclaims import ARCH:PATH|module:callable --role adv --dataset cifar10 [--name N] [--published-clean 0.849]
+                     [--stages conv1:body.0,layer1:body.3,...] [--replace]
     advclaims claims [ID] [--markdown]
     advclaims proxy-data DIR [--datasets cifar10 svhn ...] [--train N] [--test N]
     advclaims compare OLD.json NEW.json [--fail-on-flip]
+    advclaims models [--json] -- claims -m cifar10 --repro-budget paper    (every model that selection trains)
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ def _train(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    """Every trained model the pytest selection needs, one ``advclaims train`` line each (or JSON)."""
+    from .needs import needed
+
+    selection = [a for a in args.selection if a != "--"] or ["claims"]
+    try:
+        needs, budget = needed(selection)
+    except ValueError as err:
+        print(f"advclaims models: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"budget": budget, "models": [n.as_dict() for n in needs]}, indent=2))
+        return 0
+    for n in needs:
+        print(n.command(budget) if n.trainable else f"# trained inside its test ({n.via}, {budget} budget's reduced "
+                                                    f"subset): {n.command(budget)}")
+    return 0
+
+
 def _datasets(args) -> int:
     root = Path(args.data_root).expanduser() if args.data_root else data_mod.default_root()
     for name in sorted(data_mod.DATASETS):
@@ -75,15 +96,21 @@ def _import(args) -> int:
 
     published = {k: v for k, v in (("clean", args.published_clean), ("robust", args.published_robust)) if v is not None}
     try:
+        stages = external_mod.parse_stages(args.stages) if args.stages is not None else None
         pipe = Pipeline(budget=args.budget, store=Store(args.cache), data_root=args.data_root, device=args.device,
                         progress=False)
-        name, record = pipe.import_model(args.spec, args.role, args.dataset, name=args.name, published=published)
+        name, record = pipe.import_model(args.spec, args.role, args.dataset, name=args.name, published=published,
+                                         stages=stages, replace=args.replace, base=Path.cwd())
     except (ModelRefused, ModelUnhealthy, data_mod.DatasetMissing, data_mod.DatasetCorrupt) as err:
         print(f"advclaims import: {err}", file=sys.stderr)
         return 2
     m = record["metrics"]
+    reference = (m["source"].get("reference") or {})
+    held = (f"; held against {reference['what']} ({reference['clean_accuracy']:.1%})"
+            if reference.get("clean_accuracy") is not None else "")
     print(f"imported {name!r} for role {args.role} on {args.dataset}: clean {m['clean_accuracy']:.1%}, PGD-20 "
-          f"{m['pgd20_accuracy']:.1%} on {m['eval_images']} images; sha256 {m['source']['sha256'][:16]}; "
+          f"{m['pgd20_accuracy']:.1%} on {m['eval_images']} images{held}; weights sha256 "
+          f"{m['source'].get('state_sha256', m['source']['sha256'])[:16]}; "
           f"run the claims on it with --repro-model {args.role}={name}")
     return 0
 
@@ -228,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose health-gate floor applies and whose evaluation images are used (default smoke)")
     i.add_argument("--published-clean", type=_accuracy, default=None, help="the model's published clean accuracy")
     i.add_argument("--published-robust", type=_accuracy, default=None, help="its published robust accuracy")
+    i.add_argument("--stages", default=None, metavar="STAGE:MODULE,...",
+                   help="a layout of your own: the modules that stand for the stages the claims read, e.g. "
+                        "conv1:body.0,layer1:body.3 (stored with the model)")
+    i.add_argument("--replace", action="store_true",
+                   help="replace a model already imported under --name with these weights (or this stage map)")
     i.add_argument("--cache", type=_directory, default=None)
     i.add_argument("--data-root", type=_directory, default=None)
     i.add_argument("--device", type=_device, default="cpu")
@@ -251,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("new")
     c.add_argument("--fail-on-flip", action="store_true", help="exit 1 when a verdict flipped")
     c.set_defaults(run=_compare)
+    m = sub.add_parser("models", help="every model a pytest selection trains (roles, seeds, sweep members), one "
+                                      "`advclaims train` line each: train them in parallel before the claims run")
+    m.add_argument("--json", action="store_true", help="the list as JSON")
+    m.add_argument("selection", nargs=argparse.REMAINDER,
+                   help="pytest arguments after --, e.g. -- claims -m cifar10 --repro-budget paper (default: claims)")
+    m.set_defaults(run=_models)
     return parser
 
 

@@ -159,22 +159,27 @@ class Split:
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
-        order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
+        order = torch.randperm(n, generator=generator, device=_drawn_on(generator)).to(self.x.device) if shuffle else None
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
             yield self.images(idx), self.y[idx]
+
+
+def _drawn_on(generator: torch.Generator | None):
+    """Where a draw from ``generator`` is made: its own device (a CUDA generator draws on the GPU, no host copy)."""
+    return generator.device if generator is not None else None
 
 
 def augment(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop after zero padding, and random horizontal flip, as tensor ops on x's device."""
     n, _, h, w = x.shape
     if flip:
-        mask = torch.rand(n, generator=generator).to(x.device) < 0.5
+        mask = torch.rand(n, generator=generator, device=_drawn_on(generator)).to(x.device) < 0.5
         x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
     if pad > 0:
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=_drawn_on(generator)).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=_drawn_on(generator)).to(x.device)
         rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)

@@ -5,7 +5,9 @@
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK. Every rank builds the same model, takes its slice
 of each batch, and DistributedDataParallel averages gradients (training.train); rank 0 holds the
 store's lock for the key, evaluates and writes the checkpoint that every fixture then loads
-(Pipeline._fetch_model). BatchNorm statistics are per rank (no SyncBatchNorm), as in plain DDP.
+(Pipeline._fetch_model). On CUDA, BatchNorm layers become SyncBatchNorm (training.train): statistics over the
+whole batch, as in one process, so a DDP model is the model of its store key. On gloo (the CPU) they stay per
+rank, and the key carries the world size (for architectures with BatchNorm; Pipeline.training_fields).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ def launched() -> bool:
 
 
 def setup(device: torch.device) -> torch.device:
-    """Join the process group; returns this rank's device (cuda:LOCAL_RANK on CUDA)."""
+    """Join the process group; returns this rank's device (cuda:LOCAL_RANK on CUDA). Outside torchrun an explicit
+    cuda:N becomes the current device (kernels, allocator and memory statistics are that GPU's)."""
     if not launched():
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -151,6 +151,9 @@ def _parse_expect(table: dict, where: str) -> dict:
                                 f"got {also!r}") from None
         if v in also_seen or len(set(also_seen)) != len(also_seen):
             raise ExpectedError(f"{w}: also_seen lists verdicts other than 'verdict', each once, got {also!r}")
+        if {Verdict.REPRODUCED, Verdict.CONTRADICTED} <= {v, *also_seen}:
+            raise ExpectedError(f"{w}: verdict {v.value!r} with also_seen {also!r} accepts both reproduced and "
+                                f"contradicted, so the test could never fail; record the verdict the evidence gives")
         if (v is not Verdict.REPRODUCED or also_seen) and not (isinstance(reason, str) and reason.strip()):
             raise ExpectedError(f"{w}: a verdict other than 'reproduced', or an also_seen, needs a 'reason' "
                                 f"(the finding, with what each verdict measured)")

@@ -12,6 +12,15 @@ A model comes in two ways (``--repro-model ROLE=SPEC``, ``advclaims import SPEC`
 - ``module:callable``: a Python entry point returning an ``nn.Module`` that takes [0, 1] pixels, with its own
   normalisation inside.
 
+A model's identity is its content: its store key covers a hash of its state dict's tensors after loading
+(``state_sha256``) with the code that builds it (the entry point's module file), so other weights behind the
+same path or entry point are another model, with adversarial sets of its own. The weights files a model was
+read from (the checkpoint, or the files an entry point passed to ``torch.load``) are recorded with their sha256.
+
+A stage map (``parse_stages``: ``conv1:body.0,layer1:body.3,...``) names the modules of a model of the user's
+own layout that stand for the stages the claims read (``models.RESNET_STAGES``); ``advclaims.analysis.responses``
+looks stages up through it.
+
 Every model is inspected before use, each refusal one line (``ModelRefused``): a file that is not
 ``weights_only`` loadable, state dict keys that do not fit (which ones), a wrong input size or channel count,
 a wrong class count, a model that is not eval-safe (outputs that vary between two eval forwards, or buffers a
@@ -25,6 +34,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
@@ -44,6 +54,25 @@ _NESTED = ("state_dict", "model_state_dict", "model", "net")
 
 class ModelRefused(ValueError):
     """An external model cannot be used; the message is one line saying why and what to do."""
+
+
+class StagesMissing(ModelRefused):
+    """A claim reads stages the model does not have; the message is one line naming them and the stage map to pass."""
+
+
+# a model of the user's own layout -> (its stage map {stage: module path}, its --repro-model role)
+_STAGE_MAPS: "WeakKeyDictionary[nn.Module, tuple[dict[str, str], str | None]]" = WeakKeyDictionary()
+
+
+def set_stages(model: nn.Module, stages: dict[str, str] | None, role: str | None) -> None:
+    """Let the analyses find the claims' stage names in ``model`` through ``stages`` (a user's layout);
+    ``role`` names its --repro-model role when a stage is missing."""
+    _STAGE_MAPS[model] = (dict(stages or {}), role)
+
+
+def stage_map(model: nn.Module) -> tuple[dict[str, str], str | None]:
+    """The stage map and role set for ``model`` (empty and None for the suite's own models)."""
+    return _STAGE_MAPS.get(model, ({}, None))
 
 
 def role_of(role: str, arch: str) -> str | None:
@@ -66,11 +95,42 @@ class Source:
     raw: bool = False            # a checkpoint trained on unnormalised pixels
 
     def sha256(self) -> str:
+        """The sha256 of the code or file behind the spec: the checkpoint file, or the entry point's module file."""
         if self.path is not None:
             return _sha256(self.path)
-        module = importlib.import_module(self.entry.split(":")[0])
-        file = getattr(module, "__file__", None)
+        file = getattr(_import(self.entry), "__file__", None)
         return _sha256(Path(file)) if file else hashlib.sha256(self.entry.encode()).hexdigest()
+
+
+def _import(entry: str):
+    """The module of a module:callable entry point; one line (``ModelRefused``) when it is not importable."""
+    module_name = entry.split(":")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise ModelRefused(f"entry point {entry}: module {module_name!r} is not importable ({type(err).__name__}: "
+                           f"{err}); the suite imports it at run time: put its folder on PYTHONPATH") from None
+    except Exception as err:  # the module imports but its own code raises: the user's bug, shown in one line
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelRefused(f"entry point {entry}: importing module {module_name!r} raised {type(err).__name__}: "
+                           f"{first}") from None
+
+
+def state_sha256(model: nn.Module | dict) -> str:
+    """A hash of the model's state dict after loading (or of a state dict): every tensor's name, dtype, shape and
+    bytes, in name order. Two models with this hash compute the same function (given the same code)."""
+    h = hashlib.sha256()
+    for name, value in sorted((model if isinstance(model, dict) else model.state_dict()).items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_file(path) -> dict:
+    """A weights file as provenance records it: its absolute path and sha256."""
+    path = Path(path).expanduser().resolve()
+    return {"path": str(path), "sha256": _sha256(path)}
 
 
 def _sha256(path: Path) -> str:
@@ -81,8 +141,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def parse_spec(text: str) -> Source:
-    """ARCH:PATH[:raw] when ARCH is a registry name, else module:callable (a dotted module, an identifier)."""
+def parse_spec(text: str, base: str | Path | None = None) -> Source:
+    """ARCH:PATH[:raw] when ARCH is a registry name, else module:callable (a dotted module, an identifier).
+    A relative PATH resolves against ``base`` (the directory pytest or advclaims was invoked from); the
+    Source's text then holds the absolute path."""
     if not isinstance(text, str) or ":" not in text:
         raise ModelRefused(f"model spec {text!r}: use ARCH:PATH (ARCH one of {', '.join(models_mod.names())}) or "
                            f"module:callable")
@@ -90,9 +152,12 @@ def parse_spec(text: str) -> Source:
     if head in models_mod.names():
         raw = rest.endswith(":raw")
         path = Path(rest[:-4] if raw else rest).expanduser()
+        if not path.is_absolute():
+            path = Path(base or Path.cwd()) / path
+        path = path.resolve()
         if not path.is_file():
             raise ModelRefused(f"model spec {text!r}: no checkpoint file at {path}")
-        return Source("checkpoint", text, arch=head, path=path, raw=raw)
+        return Source("checkpoint", f"{head}:{path}{':raw' if raw else ''}", arch=head, path=path, raw=raw)
     if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", text):
         return Source("entry_point", text, entry=text)
     raise ModelRefused(f"model spec {text!r}: {head!r} is not an architecture of the registry "
@@ -165,18 +230,35 @@ def build_from_checkpoint(source: Source, dataset: str) -> nn.Module:
         hint = (" (a class-count mismatch: the dataset has {} classes)".format(meta.num_classes)
                 if any(k.startswith(("fc.", "classifier.")) for k in wrong) else "")
         raise ModelRefused(f"{source.path}: its keys do not fit {source.arch} (width {width}) on {dataset}: "
-                           f"{'; '.join(parts)}{hint}")
+                           f"{'; '.join(parts)}{hint}; use module:callable for a layout of your own")
     model.load_state_dict(state)
     return model
 
 
-def build_from_entry_point(source: Source) -> nn.Module:
+def build_from_entry_point(source: Source, read: list | None = None) -> nn.Module:
+    """The entry point's model; the files it passed to ``torch.load`` are appended to ``read`` (its weights)."""
     module_name, attr = source.entry.split(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
+        factory = getattr(_import(source.entry), attr)
+    except AttributeError as err:
         raise ModelRefused(f"entry point {source.entry}: {type(err).__name__}: {err}") from None
-    model = factory()
+    original = torch.load
+
+    def load(f, *args, **kwargs):  # noted, then the real torch.load
+        if read is not None and isinstance(f, (str, Path)) and Path(f).expanduser().is_file():
+            read.append(weights_file(f))
+        return original(f, *args, **kwargs)
+
+    torch.load = load
+    try:
+        model = factory()
+    except ModelRefused:
+        raise
+    except Exception as err:  # the user's factory failed: its first line, not a traceback
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelRefused(f"entry point {source.entry} raised {type(err).__name__}: {first}") from None
+    finally:
+        torch.load = original
     if not isinstance(model, nn.Module):
         raise ModelRefused(f"entry point {source.entry} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -208,8 +290,44 @@ def inspect(model: nn.Module, dataset: str, what: str) -> None:
         raise ModelRefused(f"{what} returns NaN or inf logits on [0, 1] images")
 
 
-def build(source: Source, dataset: str) -> nn.Module:
-    """The external model for ``dataset``, inspected (``ModelRefused`` otherwise), in eval mode on the CPU."""
-    model = build_from_checkpoint(source, dataset) if source.kind == "checkpoint" else build_from_entry_point(source)
+def build(source: Source, dataset: str, read: list | None = None) -> nn.Module:
+    """The external model for ``dataset``, inspected (``ModelRefused`` otherwise), in eval mode on the CPU;
+    the weights files it was read from are appended to ``read``."""
+    if source.kind == "checkpoint":
+        model = build_from_checkpoint(source, dataset)
+        if read is not None:
+            read.append(weights_file(source.path))
+    else:
+        model = build_from_entry_point(source, read)
     inspect(model, dataset, source.text)
     return model.eval()
+
+
+def parse_stages(text: str) -> dict[str, str]:
+    """A stage map ``STAGE:MODULE,...`` (e.g. ``conv1:body.0,layer1:body.3``) as {stage: module path};
+    STAGE one of the stages the claims read (``models.RESNET_STAGES``). ``ModelRefused`` (one line) otherwise."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        stage, sep, module = part.partition(":")
+        if not sep or not stage or not re.fullmatch(r"\w+(\.\w+)*", module or ""):
+            raise ModelRefused(f"stage map {text!r}: {part!r} is not STAGE:MODULE (e.g. conv1:body.0, MODULE a "
+                               f"module path of your model as named_modules() gives it)")
+        if stage not in models_mod.RESNET_STAGES:
+            raise ModelRefused(f"stage map {text!r}: {stage!r} is not a stage the claims read "
+                               f"({', '.join(models_mod.RESNET_STAGES)})")
+        if stage in out:
+            raise ModelRefused(f"stage map {text!r}: stage {stage!r} is mapped twice")
+        out[stage] = module
+    if not out:
+        raise ModelRefused(f"stage map {text!r} is empty: give STAGE:MODULE pairs, e.g. conv1:body.0,layer1:body.3")
+    return out
+
+
+def check_stages(model: nn.Module, stages: dict[str, str], what: str) -> None:
+    """Refuse, in one line, a stage map naming modules the model does not have."""
+    have = dict(model.named_modules())
+    absent = [f"{s}:{m}" for s, m in stages.items() if m not in have]
+    if absent:
+        names = [n for n, _ in model.named_modules() if n][:12]
+        raise ModelRefused(f"stage map of {what}: {', '.join(absent)} name no module of {type(model).__name__} "
+                           f"(its modules: {', '.join(names)}{' ...' if len(have) > 13 else ''})")

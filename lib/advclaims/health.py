@@ -10,6 +10,13 @@ After training and on every load (and on import), a model must show, on the eval
   above FGSM (an exact one-sided test on the images where the two disagree, p < 0.01, and more than a
   point), and PGD-20 with restarts not far below a single PGD-20 (at most ``RESTART_DROP``).
 
+An external model (``--repro-model``, ``advclaims import``) is also held to a reference (``reference_failure``):
+its published clean accuracy when one is given, else the clean accuracy of the suite's own model of the same
+role and budget on the same images. It is refused when the upper end of its 95% Clopper-Pearson interval lies
+more than ``REFERENCE_MARGIN`` below the reference: a wrong pixel range or class order costs far more than
+that (a Fashion-MNIST model that expects normalised input, fed [0, 1] pixels, drops from ~79% to ~23%), while
+a model of another layout or recipe rarely falls that far short of a smoke-budget ResNet-18.
+
 A failure is one line (``ModelUnhealthy``) naming the model, its accuracies, chance, the recipe and what
 to change; every claim instance that needs the model errors with it. The checkpoint stays in the store,
 and every later load refuses it again.
@@ -33,6 +40,7 @@ RESTART_DROP = 0.05         # PGD-20 with restarts at most this far below PGD-20
 EVAL_IMAGES = 1000          # the first evaluation images every checkpoint is measured on
 RESTART_IMAGES = 200        # images attacked with restarts
 RESTARTS = 3                # random starts besides the first
+REFERENCE_MARGIN = 0.15     # an external model's clean accuracy (upper 95% bound) at most this far below its reference
 
 
 class ModelUnhealthy(RuntimeError):
@@ -96,10 +104,10 @@ def assess(metrics: dict, *, num_classes: int, budget: str, adversarial: bool) -
     if n > 0 and clean == clean:
         p = float(sps.binomtest(round(clean * n), n, chance, alternative="greater").pvalue)
         if p >= P_ABOVE_CHANCE:
-            failures.append(f"clean accuracy {clean:.1%} on {n} images is not above chance {chance:.1%} "
+            failures.append(f"chance probe: clean accuracy {clean:.1%} on {n} images is not above chance {chance:.1%} "
                             f"(binomial p = {p:.2g})")
         if clean < floor:
-            failures.append(f"clean accuracy {clean:.1%} is below the {budget} floor {floor:.1%}")
+            failures.append(f"floor probe: clean accuracy {clean:.1%} is below the {budget} floor {floor:.1%}")
     else:
         failures.append("no clean accuracy was measured")
     first, last = metrics.get("loss_first_steps"), metrics.get("loss_last_steps")
@@ -127,6 +135,25 @@ def assess(metrics: dict, *, num_classes: int, budget: str, adversarial: bool) -
     return Health(not failures, tuple(failures), ", ".join(parts))
 
 
+def reference_failure(metrics: dict, reference: float, what: str) -> str | None:
+    """The reference probe: the failure line when the clean accuracy in ``metrics`` is far below ``reference``
+    (its 95% Clopper-Pearson upper bound more than REFERENCE_MARGIN below), else None."""
+    n = int(metrics.get("eval_images", 0))
+    clean = float(metrics.get("clean_accuracy", float("nan")))
+    if n <= 0 or clean != clean:
+        return None
+    ci = sps.binomtest(round(clean * n), n).proportion_ci(0.95, method="exact")
+    if ci.high >= reference - REFERENCE_MARGIN:
+        return None
+    return (f"reference probe: clean accuracy {clean:.1%} (95% CI {ci.low:.1%} to {ci.high:.1%}, {n} images) is more "
+            f"than {REFERENCE_MARGIN * 100:.0f} points below {what} {reference:.1%}")
+
+
+def with_failure(health: Health, failure: str) -> Health:
+    """``health`` with one more failure (the reference probe's)."""
+    return Health(False, (*health.failures, failure), health.summary)
+
+
 def describe_recipe(recipe: dict) -> str:
     r = recipe
     attack = "" if r["method"] == "standard" else f", {r['method']} {r['attack_steps']} steps eps {r['eps']:.4g}"
@@ -139,7 +166,11 @@ def refusal(name: str, health: Health, *, recipe: dict | None, path, budget: str
     what = f"recipe: {describe_recipe(recipe)}" if recipe else "an imported model"
     fix = ("train it longer or with another learning rate (a larger --repro-budget, or the recipe in "
            "advclaims/budgets.py), or fix the architecture" if recipe else
-           "check that it takes pixels in [0, 1] with its normalisation inside, and its class order")
+           "check that it takes pixels in [0, 1] and normalises inside its forward (a model trained on normalised "
+           "input, fed [0, 1] pixels, fails this way), that its classes are in the dataset's order, that the weights "
+           "are the trained ones (not a fresh initialisation) and for this dataset and role; if this accuracy is "
+           "really its own, give it with advclaims import --published-clean")
+    kept = (f"The checkpoint is kept at {path} and is refused on every load until then." if recipe else
+            f"Its source: {path}; nothing of it is used until it passes.")
     return (f"model {name} failed the health gate at the {budget} budget: {'; '.join(health.failures)} "
-            f"[{health.summary}; {what}]. Change: {fix}. The checkpoint is kept at {path} and is refused on "
-            f"every load until then.")
+            f"[{health.summary}; {what}]. Change: {fix}. {kept}")

@@ -51,13 +51,17 @@ def pytest_addoption(parser):
                 help="print what changed since a saved run (number, path of a report.json, or latest)")
     g.addoption("--repro-compare-fail", action="store_true", help="fail the session when a verdict flipped")
     g.addoption("--repro-seeds", type=int, default=None, metavar="N",
-                help="training seeds per model role (seeds 0..N-1); statistics pool over them by a hierarchical "
-                     "bootstrap. Default: the budget's (smoke 2, fast 3, paper 5)")
+                help="training seeds per model role (seeds 0..N-1); statistics pool over them (docs/statistics.md). "
+                     "Default: the budget's (smoke 1, fast 3, paper 5)")
     g.addoption("--repro-model", action="append", default=[], metavar="ROLE[@DATASET]=SPEC",
                 help="run the claims on this model instead of training one: SPEC is ARCH:PATH (a state dict or "
                      "checkpoint of a registry architecture; ARCH:PATH:raw for unnormalised pixels), module:callable "
                      "(an nn.Module on [0, 1] pixels) or the name given to `advclaims import`; ROLE is one of "
-                     + ", ".join(external_mod.ROLES) + "; repeatable")
+                     + ", ".join(external_mod.ROLES) + "; a relative PATH is from the directory pytest runs in; "
+                     "repeatable")
+    g.addoption("--repro-stages", action="append", default=[], metavar="ROLE[@DATASET]=STAGE:MODULE,...",
+                help="where the --repro-model of ROLE (a layout of your own) keeps the stages the claims read, e.g. "
+                     "adv=conv1:body.0,layer1:body.3 (stages: conv1, layer0 ... layer4); repeatable")
     g.addoption("--repro-quiet", action="store_true", help="no progress bars while training")
     g.addoption("--repro-preflight", action="store_true",
                 help="run the selected instances in the budget's shapes with the least schedule and samples that "
@@ -72,7 +76,12 @@ def device_of(config) -> torch.device:
         dev = accel_mod.parse_device(config.getoption("--repro-device"), torch.cuda.device_count())
     except ValueError as err:
         raise pytest.UsageError(f"--repro-device {err}") from None
-    return pin_worker(dev, getattr(config, "workerinput", {}).get("workerid"))
+    dev = pin_worker(dev, getattr(config, "workerinput", {}).get("workerid"))
+    if dev.type == "cuda" and dev.index is not None:
+        # the worker's current device: kernels, caching allocator and the preflight's memory statistics are
+        # this GPU's, not cuda:0's (a replacement worker after a crash lands here too)
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def pin_worker(dev: torch.device, worker: str | None) -> torch.device:
@@ -88,7 +97,7 @@ def storage_of(config) -> Path:
     return Path(config.getoption("--repro-storage") or config.rootpath / ".repro-runs")
 
 
-VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-model", "--repro-compare", "--repro-compare-fail",
+VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-model", "--repro-stages", "--repro-compare", "--repro-compare-fail",
                      "--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
 
 
@@ -151,8 +160,38 @@ def _compare(value, fail: bool, storage: Path) -> None:
         raise pytest.UsageError(f"--repro-compare {value}: {err}") from None
 
 
-def external_models(values: list[str]) -> dict[str, str]:
-    """--repro-model ROLE[@DATASET]=SPEC values as {role or role@dataset: spec}; a mistake is one usage error."""
+def _slot(option: str, value, example: str) -> tuple[str, str]:
+    """ROLE[@DATASET]=REST of --repro-model / --repro-stages, checked: (slot, rest); a mistake is one usage error."""
+    if not isinstance(value, str) or "=" not in value:
+        raise pytest.UsageError(f"{option} {value!r}: use ROLE[@DATASET]={example}")
+    slot, rest = value.split("=", 1)
+    role, _, dataset = slot.partition("@")
+    if role not in external_mod.ROLES:
+        raise pytest.UsageError(f"{option} {value!r}: unknown role {role!r}; roles: {', '.join(external_mod.ROLES)}")
+    if dataset and dataset not in data_mod.DATASETS:
+        raise pytest.UsageError(f"{option} {value!r}: unknown dataset {dataset!r}; known: "
+                                f"{', '.join(sorted(data_mod.DATASETS))}")
+    return slot, rest
+
+
+def stage_maps(values: list[str]) -> dict[str, dict[str, str]]:
+    """--repro-stages ROLE[@DATASET]=STAGE:MODULE,... values as {slot: {stage: module path}}."""
+    out = {}
+    for value in values or []:
+        slot, text = _slot("--repro-stages", value, "conv1:body.0,layer1:body.3")
+        if slot in out:
+            raise pytest.UsageError(f"--repro-stages: {slot} is given twice")
+        try:
+            out[slot] = external_mod.parse_stages(text)
+        except external_mod.ModelRefused as err:
+            raise pytest.UsageError(f"--repro-stages {value!r}: {err}") from None
+    return out
+
+
+def external_models(values: list[str], base: str | Path | None = None) -> dict[str, str]:
+    """--repro-model ROLE[@DATASET]=SPEC values as {role or role@dataset: spec}, a relative ARCH:PATH resolved
+    against ``base`` (the invocation directory); a mistake, or an entry point whose module is not importable,
+    is one usage error."""
     out = {}
     for value in values:
         if not isinstance(value, str) or "=" not in value:
@@ -167,9 +206,12 @@ def external_models(values: list[str]) -> dict[str, str]:
                                     f"{', '.join(sorted(data_mod.DATASETS))}")
         if ":" in spec:
             try:
-                external_mod.parse_spec(spec)
+                source = external_mod.parse_spec(spec, base)
+                if source.kind == "entry_point":
+                    source.sha256()  # imports its module: not importable is a refusal now, not a traceback later
             except external_mod.ModelRefused as err:
                 raise pytest.UsageError(f"--repro-model {value!r}: {err}") from None
+            spec = source.text
         elif not spec:
             raise pytest.UsageError(f"--repro-model {value!r}: give a spec after '='")
         if slot in out:
@@ -178,7 +220,8 @@ def external_models(values: list[str]) -> dict[str, str]:
     return out
 
 
-def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: int, cpu_count: int) -> ReproOptions:
+def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: int, cpu_count: int,
+                     base: str | Path | None = None) -> ReproOptions:
     """Check the --repro-* values (keys as in VALIDATED_OPTIONS); raises pytest.UsageError, one line."""
     budget = options.get("--repro-budget")
     if budget not in budgets_mod.NAMES:
@@ -197,7 +240,8 @@ def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: 
     seeds = options.get("--repro-seeds")
     if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS):
         raise pytest.UsageError(f"--repro-seeds {seeds!r}: pass a whole number of training seeds from 1 to {MAX_SEEDS}")
-    external_models(options.get("--repro-model") or [])
+    external_models(options.get("--repro-model") or [], base)
+    stage_maps(options.get("--repro-stages") or [])
     _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
     return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
@@ -219,7 +263,7 @@ def pytest_configure(config):
     options = validate_options({name: config.getoption(name) for name in VALIDATED_OPTIONS},
                                storage=storage_of(config), cuda_count=torch.cuda.device_count(),
                                workers=int(getattr(config, "workerinput", {}).get("workercount", 1)),
-                               cpu_count=os.cpu_count() or 1)
+                               cpu_count=os.cpu_count() or 1, base=config.invocation_params.dir)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
 

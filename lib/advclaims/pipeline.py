@@ -1,13 +1,13 @@
 """The one-way data flow: dataset -> trained model (store) -> adversarial set (store) -> analysis.
 
 Fixtures and the command line both go through ``Pipeline``, so a model asked for by any claim,
-test worker or ``advclaims train`` is the same checkpoint, trained once.
+test worker or ``advclaims train`` is the same checkpoint, trained once. Models from outside the suite
+(``--repro-model``, ``advclaims import``) come through the ``ExternalModels`` mixin (``advclaims.own_models``).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,19 @@ from . import iterations
 from . import models as models_mod
 from .attacks import fgsm, pgd
 from .evaluation import attack_batched
+from .own_models import ExternalModels
 from .store import Entry, Store
 from .training import Recipe, train
 
 PIPELINE_VERSION = 2  # bump when attack parameters or data subsets change meaning: cached sets rebuild
+
+
+@functools.lru_cache(maxsize=None)
+def _has_batchnorm(arch: str) -> bool:
+    """Whether ``arch`` has BatchNorm layers (built on the meta device: no memory, no weights)."""
+    with torch.device("meta"):
+        net = models_mod.build(arch, in_channels=3, num_classes=10)
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 class DatasetBundle:
@@ -89,33 +98,11 @@ def attack_params(name: str, eps: float) -> dict:
     raise ValueError(f"unknown evaluation attack {name!r}: use pgd20 or fgsm")
 
 
-def imported_spec(name: str, role: str, dataset: str) -> dict:
-    """The store spec of a model imported under ``name``: a run names it, the key follows."""
-    return {"imported": name, "role": role, "dataset": dataset, "version": 1}
-
-
-def rebuild_imported(payload: dict, source: dict, dataset: str) -> torch.nn.Module:
-    """The module of an imported model from its stored weights (an entry point is called, then loaded)."""
-    meta = data_mod.info(dataset)
-    if source["kind"] == "entry_point":
-        net = external.build_from_entry_point(external.Source("entry_point", source["spec"], entry=source["spec"]))
-    else:
-        mean, std = ((0.0,) * meta.channels, (1.0,) * meta.channels) if source.get("raw") else (meta.mean, meta.std)
-        net = models_mod.build(source["arch"], in_channels=meta.channels, num_classes=meta.num_classes,
-                               width=source["width"], mean=mean, std=std, input_size=meta.size)
-    try:
-        net.load_state_dict(payload)
-    except RuntimeError as err:
-        raise external.ModelRefused(f"the imported weights no longer fit {source['spec']}: "
-                                    f"{(str(err).splitlines() or [''])[0][:200]}") from None
-    return net.eval()
-
-
-class Pipeline:
+class Pipeline(ExternalModels):
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
                  accel: accel_mod.Accel | None = None, enforce_health: bool = True, preflight: bool = False,
-                 external_models: dict[str, str] | None = None):
+                 external_models: dict[str, str] | None = None, stage_maps: dict[str, dict[str, str]] | None = None):
         self.budget = budgets_mod.get(budget)
         if preflight:
             self.budget = self.budget.for_preflight()
@@ -131,6 +118,9 @@ class Pipeline:
         self._refused: dict[str, str] = {}     # store key -> the health gate's one line
         # --repro-model ROLE[@DATASET]=SPEC: claims use these instead of training (advclaims.external)
         self.external_models = dict(external_models or {})
+        # --repro-stages ROLE[@DATASET]=STAGE:MODULE,...: where a user's layout keeps the stages the claims read
+        self.stage_maps = dict(stage_maps or {})
+        self._external: dict[tuple[str, str, str], TrainedModel] = {}  # (spec or name, role, dataset) -> model
         self.used: list[TrainedModel] = []     # every model handed out, in order (the report's model table)
         self._datasets: dict[str, DatasetBundle] = {}
         self._models: dict[str, TrainedModel] = {}
@@ -158,9 +148,33 @@ class Pipeline:
             "train_images": self.budget.train_subset, "budget": self.budget.name, "seed": seed,
             "recipe": recipe.as_dict(), "precision": self.accel.precision,
         }
+        spec.update(self.training_fields(arch))
         if self.budget.preflight:
             spec["preflight"] = True  # never the key of a real model, whatever store it lands in
         return spec
+
+    # -- store keys: what changes the numbers ---------------------------------------------------
+    def training_fields(self, arch: str) -> dict:
+        """What besides the recipe and precision changes a trained model's weights (accel.key_fields): compile,
+        deterministic, TF32, and the world size where BatchNorm statistics are per rank (DDP on gloo; on CUDA
+        training uses SyncBatchNorm). Empty on a default CPU run, so its keys stay what they were."""
+        world = distributed.world()[1]
+        unsynced = world > 1 and self.device.type != "cuda" and _has_batchnorm(arch)
+        return accel_mod.key_fields(self.accel, world, unsynced)
+
+    def attack_fields(self) -> dict:
+        """What besides the model, attack and images changes an adversarial set: precision (bf16 autocast),
+        deterministic, TF32. Attacks run eagerly (``_attack_forward``), so compile is not among them. Shared by
+        every attacked set (``adversarial``, LP-4's extension, the targeted sets) so that their keys agree."""
+        return {"precision": self.accel.precision,
+                **{k: v for k, v in accel_mod.key_fields(self.accel).items() if k != "compile"}}
+
+    def attack_images(self, model: TrainedModel, attack, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``attack`` over (x, y) in the budget's batches on ``model``'s attack forward under this run's precision:
+        how every stored adversarial set is made."""
+        net = self._attack_forward(model)
+        with self.accel.autocast():
+            return attack_batched(attack, net, x, y, batch_size=self.budget.eval_batch, **kwargs)
 
     def model(self, role: str, dataset: str, *, arch: str = "resnet18", weight_decay: float = 5e-4,
               seed: int = 0, label: str | None = None) -> TrainedModel:
@@ -227,93 +241,6 @@ class Pipeline:
         self._models[key] = trained
         return trained
 
-    def external(self, given: str, role: str, dataset: str, *, label: str) -> TrainedModel:
-        """A model from outside (``advclaims.external``): an imported one by name, a checkpoint (ARCH:PATH) or an
-        entry point (module:callable); inspected, measured once (kept in the store) and held to the health gate."""
-        from .store import key_of
-
-        if ":" not in given:  # a name given to ``advclaims import``
-            spec = imported_spec(given, role, dataset)
-            key = key_of(spec)
-            if key not in self._models:
-                def missing():
-                    raise external.ModelRefused(f"no model named {given!r} was imported for role {role} on {dataset}: "
-                                                f"advclaims import SPEC --role {role} --dataset {dataset} --name {given}")
-                entry = self.store.fetch("imported", spec, missing, device=self.device)
-                net = rebuild_imported(entry.payload, entry.provenance["metrics"]["source"], dataset)
-                self._models[key] = self._gated(TrainedModel(
-                    f"{label} ({given}, imported)", net.to(self.device), {**spec, "arch": entry.provenance["metrics"][
-                        "source"].get("arch")}, key, entry.provenance["metrics"], False,
-                    source=entry.provenance["metrics"]["source"]), role, dataset, entry.path)
-            return self._models[key]
-        source = external.parse_spec(given)
-        digest = source.sha256()
-        spec = {"external": source.text, "sha256": digest, "role": role, "dataset": dataset,
-                "eval_images": min(health_mod.EVAL_IMAGES, len(self.dataset(dataset).test)), "version": 1}
-        key = key_of(spec)
-        if key not in self._models:
-            net = external.build(source, dataset).to(self.device)
-
-            def measure():
-                return {}, self._measure(net, role, dataset)
-
-            entry = self.store.fetch("external", spec, measure, device=self.device)
-            provenance = {"kind": source.kind, "spec": source.text, "sha256": digest, "arch": source.arch}
-            self._models[key] = self._gated(TrainedModel(
-                f"{label} ({Path(source.text.split(':', 1)[1]).name if source.path else source.text})", net,
-                {**spec, "arch": source.arch or "entry point"}, key, entry.provenance["metrics"], False,
-                source=provenance), role, dataset, entry.path)
-        return self._models[key]
-
-    def import_model(self, given: str, role: str, dataset: str, *, name: str | None = None,
-                     published: dict | None = None) -> tuple[str, dict]:
-        """``advclaims import``: put an external model into the store under ``name`` with its provenance
-        (source, sha256, "imported", the clean and PGD-20 accuracies measured now, published ones if given);
-        refused in one line when it fails the inspection or the health gate. Returns (name, provenance)."""
-        if role not in external.ROLES:
-            raise external.ModelRefused(f"unknown role {role!r}: use one of {', '.join(external.ROLES)}")
-        source = external.parse_spec(given)
-        net = external.build(source, dataset).to(self.device)
-        name = name or (source.path.stem if source.path else source.entry.split(":")[1])
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise external.ModelRefused(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
-        metrics = self._measure(net, role, dataset)
-        arch = source.arch
-        width = external.width_of(arch, net.state_dict()) if arch else None
-        provenance = {"kind": source.kind, "spec": source.text, "sha256": source.sha256(), "arch": arch,
-                      "width": width, "raw": source.raw, "imported": True, "name": name,
-                      "published": dict(published or {})}
-        model = TrainedModel(f"{name} (imported)", net, {"arch": arch, "dataset": dataset, "role": role}, name,
-                             metrics, False, source=provenance)
-        self._gated(model, role, dataset, source.path or source.entry)
-        spec = imported_spec(name, role, dataset)
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        entry = self.store.fetch("imported", spec, lambda: (state, {**metrics, "source": provenance,
-                                                                    "health": model.health.as_dict()}),
-                                 device=self.device)
-        if not entry.made and entry.provenance["metrics"]["source"]["sha256"] != provenance["sha256"]:
-            raise external.ModelRefused(f"a different model is already imported as {name!r} for role {role} on "
-                                        f"{dataset} ({entry.path}); pick another --name")
-        return name, entry.provenance
-
-    def _measure(self, net: torch.nn.Module, role: str, dataset: str) -> dict:
-        """What the health gate reads, on the first evaluation images."""
-        meta = data_mod.info(dataset)
-        evaluation = self.dataset(dataset).test.head(health_mod.EVAL_IMAGES)
-        with self.accel.autocast():
-            return health_mod.measure(net, evaluation.images(), evaluation.y, eps=meta.eps,
-                                      adversarial=external.ROLES[role][0] == "adv", batch_size=self.budget.eval_batch)
-
-    def _gated(self, model: TrainedModel, role: str, dataset: str, path) -> TrainedModel:
-        """``model`` with its health verdict; an unhealthy external model is refused in one line."""
-        verdict = health_mod.assess(model.metrics, num_classes=data_mod.info(dataset).num_classes,
-                                    budget=self.budget.name, adversarial=external.ROLES[role][0] == "adv")
-        model.health = verdict
-        if not verdict.healthy and self.enforce_health:
-            raise health_mod.ModelUnhealthy(health_mod.refusal(
-                f"{model.label} (role {role} on {dataset})", verdict, recipe=None, path=path, budget=self.budget.name))
-        return model
-
     def _fetch_model(self, spec: dict, make) -> "Entry":
         """``store.fetch`` of a model; under torchrun every rank trains (DDP) and rank 0 stores.
 
@@ -348,11 +275,10 @@ class Pipeline:
         return self.store.fetch("models", spec, refuse, device=self.device)
 
     def _attack_forward(self, model: TrainedModel) -> torch.nn.Module:
-        """The forward attacks on ``model`` call: compiled once per model (on CUDA), not once per set.
-        First-order attacks only: compile is never used for double backward."""
-        if model.key not in self._forwards:
-            self._forwards[model.key] = accel_mod.fast_forward(model.module, self.accel)
-        return self._forwards[model.key]
+        """The forward attacks on ``model`` call: the eager model. Compiling it does not pay: a paper-budget set
+        is seconds of GPU work (10,000 images, 21 passes) against tens of seconds of compilation, plus a
+        recompilation at the partial last batch; compile serves training (accel.fast_forward there)."""
+        return model.module
 
     # -- adversarial sets ---------------------------------------------------------------------
     def adversarial(self, model: TrainedModel, attack: str, dataset: str, *, seed: int = 0) -> AdversarialSet:
@@ -360,8 +286,7 @@ class Pipeline:
         meta = data_mod.info(dataset)
         params = attack_params(attack, meta.eps)
         spec = {"model": model.key, "attack": attack, "params": params, "dataset": dataset,
-                "test_n": self.budget.test_n, "seed": seed, "version": PIPELINE_VERSION,
-                "precision": self.accel.precision}
+                "test_n": self.budget.test_n, "seed": seed, "version": PIPELINE_VERSION, **self.attack_fields()}
         from .store import key_of
 
         key = key_of(spec)
@@ -371,14 +296,10 @@ class Pipeline:
         x, y = bundle.test.images(), bundle.test.y
 
         def make():
-            net = self._attack_forward(model)
-            with self.accel.autocast():
-                if attack == "fgsm":
-                    x_adv = attack_batched(fgsm, net, x, y, batch_size=self.budget.eval_batch, **params)
-                else:
-                    g = torch.Generator().manual_seed(seed)
-                    x_adv = attack_batched(pgd, net, x, y, batch_size=self.budget.eval_batch, generator=g,
-                                           **params)
+            if attack == "fgsm":
+                x_adv = self.attack_images(model, fgsm, x, y, **params)
+            else:
+                x_adv = self.attack_images(model, pgd, x, y, generator=torch.Generator().manual_seed(seed), **params)
             return {"x_adv": x_adv.cpu()}, {"images": len(y)}
 
         entry = self.store.fetch("adversarial", spec, make, device=self.device)

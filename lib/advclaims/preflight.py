@@ -47,11 +47,23 @@ def _rss_mib() -> float:
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
+def _cuda_device(config) -> torch.device | None:
+    """This worker's GPU (options.device_of: gwN's own, set current there), or None off CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    from .options import device_of
+
+    dev = device_of(config)
+    return torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index) \
+        if dev.type == "cuda" else None
+
+
 def pytest_runtest_setup(item):
     if not enabled(item.config) or item.get_closest_marker("claim") is None:
         return
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    cuda = _cuda_device(item.config)
+    if cuda is not None:
+        torch.cuda.reset_peak_memory_stats(cuda)
     item.stash[STATE] = {"start": time.perf_counter(), "outcome": "ran", "note": ""}
 
 
@@ -70,12 +82,13 @@ def pytest_runtest_makereport(item, call):
         state["outcome"], state["note"] = "skipped", str(report.longrepr[-1] if isinstance(report.longrepr, tuple)
                                                          else report.longrepr)[:300]
     if call.when == "teardown":
-        cuda = torch.cuda.is_available()
+        cuda = _cuda_device(item.config)
         row = {"nodeid": item.nodeid, "claim": item.get_closest_marker("claim").args[0],
                "instance": getattr(getattr(item, "callspec", None), "id", ""), "outcome": state["outcome"],
                "note": state["note"], "wall_seconds": round(time.perf_counter() - state["start"], 2),
-               "peak_memory_mib": round(torch.cuda.max_memory_allocated() / (1 << 20) if cuda else _rss_mib(), 1),
-               "memory": "CUDA peak allocated" if cuda else "process peak RSS so far"}
+               "peak_memory_mib": round(torch.cuda.max_memory_allocated(cuda) / (1 << 20) if cuda is not None
+                                        else _rss_mib(), 1),
+               "memory": f"CUDA peak allocated on {cuda}" if cuda is not None else "process peak RSS so far"}
         report.user_properties.append((PROPERTY, json.dumps(row)))
     return report
 

@@ -31,9 +31,26 @@ def _fmt(x, digits: int = 4) -> str:
 
 
 def _interval(c: dict) -> str:
+    """A check's value and interval; a trend's value with its one-sided p-values and test instead; the
+    multiplicity-adjusted interval when it (not the nominal one) decided against a contradiction."""
+    if c.get("pvalues"):
+        p = c["pvalues"]
+        return (f"rho {_fmt(c['value'])} (p {_fmt(p['greater'], 3)} increasing, {_fmt(p['less'], 3)} decreasing; "
+                f"{c['test']})")
     level = c.get("confidence", 0.95)
     note = "" if abs(level - 0.95) < 1e-9 else f" ({level:.0%} CI)"
+    if c.get("adjusted_low") is not None:
+        note += (f"; at {c['contradiction_level']:.1%} [{_fmt(c['adjusted_low'])}, {_fmt(c['adjusted_high'])}]")
     return f"{_fmt(c['value'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]{note}"
+
+
+def scope_line(r: dict) -> str:
+    """The claim's scope, what it covers and its levels, e.g. "scope: these models (the evaluation images ...);
+    reproduction at 95%, contradiction at 99.6% for 13 checks"."""
+    m = r.get("deciding_checks", 0)
+    line = (f"scope: {r['scope_name']} ({r['covers']}); reproduction at {r.get('level', 0.95):.0%}, contradiction at "
+            f"{r['contradiction_level']:.1%}" + (f" for {m} deciding checks (Bonferroni)" if m > 1 else ""))
+    return line + (f". {r['scope_note']}" if r.get("scope_note") else "")
 
 
 def _per_seed(c: dict) -> str:
@@ -54,6 +71,8 @@ def summary(records: list[dict]) -> dict:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding", "unstable") for r in records)
     counts["proxy"] = sum(r["outcome"] == "proxy data" for r in records)
+    counts["own_model"] = sum(r["outcome"] == "own model" for r in records)
+    counts["errors"] = sum(r["outcome"] == "error" for r in records)
     counts["total"] = len(records)
     return counts
 
@@ -90,7 +109,10 @@ def _source(m: dict) -> str:
     if src.get("kind") == "trained":
         return f"trained here ({src.get('budget')} budget)"
     what = "imported" if src.get("imported") else src.get("kind", "external")
-    return f"{what}: {src.get('spec')} (sha256 {str(src.get('sha256'))[:12]})"
+    weights = "; ".join(f"weights {w['path']} (sha256 {w['sha256'][:12]})" for w in src.get("weights") or [])
+    return (f"{what}: {src.get('spec')} (sha256 {str(src.get('sha256'))[:12]}"
+            + (f", state {src['state_sha256'][:12]}" if src.get("state_sha256") else "") + ")"
+            + (f"; {weights}" if weights else "") + (f"; stages {src['stages']}" if src.get("stages") else ""))
 
 
 def _model_lines(models: list[dict]) -> list[str]:
@@ -172,14 +194,21 @@ def markdown(report: dict) -> str:
         f"- machine: {m['device']}, torch {m['torch']}, python {m['python']}, {m['threads']} threads",
         f"- command: `{report['command']}`",
         f"- verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} inconclusive; "
-        f"{s['as_expected']} of {s['total'] - s.get('proxy', 0)} as `expected/` records"
+        f"{s['as_expected']} of {s['total'] - s.get('proxy', 0) - s.get('own_model', 0)} as `expected/` records"
+        + (f"; {s['errors']} raised an error (no verdict; inconclusive in the counts above)" if s.get("errors") else "")
+        + (f"; {s['own_model']} on your own models (verdicts shown, never held against `expected/`'s records "
+           f"about the suite's models)" if s.get("own_model") else "")
         + (f"; {s['proxy']} on proxy data (another dataset's content in this one's layout: verdicts recorded, "
            f"never held against `expected/`)" if s.get("proxy") else ""),
         *_determinism_lines(report.get("determinism") or {}),
         "",
-        "A claim is *reproduced* when the 95% bootstrap interval of every checked statistic lies wholly on the",
-        "claimed side of its threshold, *contradicted* when one lies wholly on the other side, *inconclusive*",
-        "otherwise. *known finding*: the verdict is the non-reproduction `expected/` records, with its reason.",
+        "A claim is *reproduced* when the 95% interval of every deciding statistic lies wholly on the claimed",
+        "side of its threshold, *contradicted* when one's Bonferroni-adjusted interval (1 - 0.05/m for m deciding",
+        "checks) lies wholly on the other side, *inconclusive* otherwise; a trend over models decides by its exact",
+        "permutation p-values the same way. Each claim states its scope: *these models* (the checkpoints at hand)",
+        "or *this training recipe* (over training seeds); see docs/statistics.md.",
+        "*uninformative*: a statistic that cannot vary (saturated, or every resample gives the same value): shown,",
+        "never deciding. *known finding*: the verdict is the non-reproduction `expected/` records, with its reason.",
         "*unstable*: `expected/` records that equivalent runs at this setting (retrainings that differ only in",
         "float rounding) gave different verdicts, and this run gave one of them: the evidence does not settle it.",
         "",
@@ -204,10 +233,14 @@ def markdown(report: dict) -> str:
                   f"n = {r['n']} images, seeds {r['seeds']}, wall time {r['wall_seconds']:.1f} s.", ""]
         if r.get("protocol_note"):
             lines += [f"> {r['protocol_note']}", ""]
+        if r.get("scope"):
+            lines += [scope_line(r) + ".", ""]
         if r.get("variance"):
             lines += [f"Intervals cover: {r['variance']}.", ""]
         if r.get("unmeasurable"):
             lines += [f"Not measurable: {r['unmeasurable']}.", ""]
+        if r.get("error"):
+            lines += [f"**Error** (no verdict): {_fmt(r['error'])}", ""]
         if r.get("depends_on"):
             lines += [f"**Depends on {', '.join(r['depends_on'])}**: the verdict changes inside the range of a choice "
                       f"that is ours, not the paper's (see below).", ""]

@@ -1,23 +1,59 @@
 """Records of every claim instance (also from xdist workers) become report.json, report.md and figures,
-saved runs and their comparison, and the terminal table."""
+saved runs and their comparison, and the terminal table. An instance that raised (any exception, in setup or
+in its body) is a record too: an error row with the exception's one line, counted in the summary."""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from . import accel as accel_mod
+from . import external as external_mod
+from .health import ModelUnhealthy
 from . import report as report_mod
 from .options import accel_of, device_of, storage_of, worker_threads
-from .verdicts import PROPERTY
+from .verdicts import PROPERTY, _publish, _record
 
 RECORDS = pytest.StashKey[list]()
+_ONE_LINE = (external_mod.ModelRefused, ModelUnhealthy)  # errors whose message already says what to do
 
 
 COMPARISON = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """A claim instance that failed without a record (it raised, in setup or in its body) gets an error record;
+    outermost, so it sees the report after advclaims.verdicts has turned unmeasurable data into a verdict."""
+    report = yield
+    if (report.failed and call.when in ("setup", "call") and item.get_closest_marker("claim") is not None
+            and not item.config.getoption("--repro-preflight")
+            and not any(name == PROPERTY for name, _ in item.user_properties)):
+        try:
+            record, _ = _record(item, None, error=error_line(call.excinfo, report))
+        except Exception as err:  # a broken record must not hide the instance's own error
+            warnings.warn(f"advclaims: no error row for {item.nodeid}: {type(err).__name__}: {err}")
+        else:
+            _publish(item, report, record)
+    return report
+
+
+def error_line(excinfo, report) -> str:
+    """One line for an error row: the exception's type, its first line, and where it was raised."""
+    if excinfo is None:
+        text = str(report.longrepr).strip().splitlines()
+        return text[-1][:300] if text else "failed"
+    err = excinfo.value
+    first = (str(err).strip().splitlines() or [""])[0][:400]
+    where = ""
+    if not isinstance(err, _ONE_LINE):
+        entry = excinfo.traceback[-1]
+        where = f" (at {Path(str(entry.path)).name}:{entry.lineno + 1})"
+    return f"{type(err).__name__}: {first}{where}"
 
 
 def pytest_runtest_logreport(report):
@@ -65,6 +101,30 @@ def pytest_sessionfinish(session, exitstatus):
         config.stash[COMPARISON] = config.stash.get(COMPARISON, []) + [f"run saved as {path}"]
 
 
+def model_lines(records: list[dict]) -> list[str]:
+    """For runs on a user's model: each model of the suite's own it was compared with (a partner the suite
+    trained or loaded), and what the health gate's reference probe held each user's model against."""
+    lines, seen = [], set()
+    for r in records:
+        models = r.get("models") or []
+        if not any((m.get("source") or {}).get("kind") != "trained" for m in models):
+            continue
+        for m in models:
+            src = m.get("source") or {}
+            if m["key"] in seen:
+                continue
+            seen.add(m["key"])
+            if src.get("kind") == "trained":
+                lines.append(f"{r['claim']} on {r.get('variant', r['dataset'])}: compared your model with the suite's "
+                             f"own {m['label']} ({m.get('arch')} on {m.get('dataset')}, trained at the "
+                             f"{src.get('budget')} budget, store key {m['key']}): no --repro-model gave that role")
+            elif (src.get("reference") or {}).get("clean_accuracy") is not None:
+                ref = src["reference"]
+                lines.append(f"your {m['label']}: clean {m.get('clean_accuracy') or float('nan'):.1%}, held against "
+                             f"{ref['what']} ({ref['clean_accuracy']:.1%}) by the health gate's reference probe")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     records = config.stash.get(RECORDS, [])
     if not records:
@@ -78,6 +138,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"{r['claim']:<6} {r.get('variant', r['dataset']):<14} {r['verdict']:<13} {r['outcome']:<14} "
                       f"{c['statistic']}{more} = {report_mod._interval(c)} ({c['comparator']} {c['threshold']:g})"
                       f"{depends}")
+    for line in model_lines(records):
+        tr.write_line(line)
+    s = report_mod.summary(records)
+    if s.get("errors"):
+        tr.write_line(f"{s['errors']} of {s['total']} instances raised an error (outcome error): no verdict; "
+                      f"the report has a row for each with its one line")
     out = config.getoption("--repro-report")
     if out:
         tr.write_line(f"report: {Path(out) / 'report.md'}")

@@ -5,8 +5,9 @@ fixture): models train with that seed, and the method's own random draws (attack
 points, random bases, bottleneck noise, targets) follow it. ``run_per_seed`` calls a claim test once per
 seed of the budget (``--repro-seeds``), re-resolving only the seed-dependent fixtures for the seeds after
 the first; everything else (data, the pipeline, session memos) is shared. ``pool`` turns the per-seed
-Measurements into one whose statistics come from a hierarchical bootstrap (seeds, then images within a
-seed, paired designs staying paired because each seed's statistic is computed as before).
+Measurements into one whose statistics are pooled by ``stats.pool`` for the crossed design (every seed measured
+on the same images with the same bootstrap resamples): both scopes, "these models" and "this training recipe",
+with the budget choosing which decides (budgets.Budget.deciding_scope).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def arguments_for_seed(item, seed: int) -> dict:
 
 def pool(measurements: list[Measurement], seeds: tuple[int, ...]) -> Measurement:
     """One Measurement from one per seed: statistics pooled (stats.pool), values averaged over the seeds,
-    tables and figures of the first seed, hypothesis tests of every seed."""
+    tables and figures of the first seed, hypothesis tests of every seed. ``n`` stays the number of evaluation
+    images: the seeds are measured on the same ones."""
     if len(measurements) == 1:
         return measurements[0]
     first = measurements[0]
@@ -84,7 +86,7 @@ def pool(measurements: list[Measurement], seeds: tuple[int, ...]) -> Measurement
                                       for k in checks} for point, checks in grid.items()}
     return Measurement(
         statistics={k: stats.pool([m.statistics[k] for m in measurements]) for k in names},
-        n=sum(m.n for m in measurements), values=values, tables=first.tables, figures=first.figures, tests=tests,
+        n=first.n, values=values, tables=first.tables, figures=first.figures, tests=tests,
         notes=_notes(measurements, seeds),
         sensitivity=sensitivity)
 
@@ -97,12 +99,20 @@ def _notes(measurements: list[Measurement], seeds: tuple[int, ...]) -> list[str]
     return out + [f"tables and figures show seed {seeds[0]}; statistics pool seeds {list(seeds)}"]
 
 
-def coverage(seeds: tuple[int, ...], *, external: bool = False) -> str:
-    """Which sources of variance a pooled interval covers, in words for the report."""
-    if len(seeds) == 1:
-        return "evaluation noise only (one training seed: neither training nor the method's random draws vary)"
+def coverage(seeds: tuple[int, ...], *, external: bool = False, scope: str | None = None) -> str:
+    """Which sources of variance the deciding interval covers, in words for the report (``scope``: the one that
+    decided, "models" or "recipe"; by default the recipe scope when there are 2 seeds or more, never for an
+    external model)."""
+    k = len(seeds)
+    scope = scope or ("recipe" if k > 1 and not external else "models")
+    if k == 1:
+        return ("these models: the evaluation images (and the method's draws on them); one training seed, so "
+                "neither training nor the method's seed varies")
     if external:
-        return (f"the method's random draws ({len(seeds)} seeds) and the evaluation images; not training: an "
+        return (f"these models: the evaluation images and the method's random draws ({k} seeds); not training: an "
                 f"external model is one fixed model")
-    return (f"training seeds ({len(seeds)}), the method's random draws (they follow the seed) and the "
-            f"evaluation images (hierarchical bootstrap)")
+    if scope == "models":
+        return (f"these models: the evaluation images and the method's draws on them, the {k} trained models fixed "
+                f"(the recipe-scope interval over the {k} seeds is shown with each statistic)")
+    return (f"this training recipe: training seeds ({k}), the method's random draws (they follow the seed) and the "
+            f"evaluation images (random effects over seeds, crossed with the shared images)")

@@ -10,7 +10,7 @@ import pytest
 
 from . import budgets as budgets_mod
 from .measurement import Measurement
-from .options import accel_of, device_of, external_models, seeds_of
+from .options import accel_of, device_of, external_models, seeds_of, stage_maps
 from .pipeline import Pipeline
 from .store import Store
 from .verdicts import CHECKED, MEASUREMENTS, PIPELINES, instance_of
@@ -31,7 +31,8 @@ def pipeline(request) -> Pipeline:
         store=Store(store.root / "preflight") if preflight else store,
         enforce_health=not preflight,
         preflight=preflight,
-        external_models=external_models(cfg.getoption("--repro-model")),
+        external_models=external_models(cfg.getoption("--repro-model"), cfg.invocation_params.dir),
+        stage_maps=stage_maps(cfg.getoption("--repro-stages")),
         data_root=cfg.getoption("--repro-data-root"),
         device=device_of(cfg),
         download=cfg.getoption("--repro-download"),

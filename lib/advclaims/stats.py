@@ -1,13 +1,15 @@
-"""Statistics with uncertainty, the claims' hypothesis tests, and the verdict rule.
+"""Statistics with uncertainty, the claims' hypothesis tests, and the verdict rule (docs/statistics.md).
 
-Every statistic a claim checks is an ``Estimate``: a value and a bootstrap confidence interval
-over images (scipy.stats.bootstrap, BCa by default), which keeps its bootstrap distribution
-(``replicates``). Several training seeds pool into one Estimate by a hierarchical bootstrap
-(``pool``): resample the seeds, then for each drawn seed one of its image resamples; so the pooled
-interval carries the variance of training and of the method's own random draws as well as that of
-the evaluation images. The verdict rule of docs/claims.md: reproduced when the interval lies wholly on
-the claimed side of the threshold, contradicted when it lies wholly on the other side,
-inconclusive otherwise.
+Every statistic a claim checks is an ``Estimate``: a value and a confidence interval, from a bootstrap over
+images (scipy.stats.bootstrap, BCa by default) that records its resampling (``resampling``) and can give its
+interval at another level (``interval(level)``, for the multiplicity rule). Training seeds and evaluation images
+are crossed (every seed is measured on the same images, every seed's bootstrap draws the same image resamples),
+so ``pool`` aligns the seeds' replicates and gives two scopes: "these models" (fixed effects: the mean over the
+checkpoints at hand, images resampled) and "this training recipe" (random effects over seeds: a Student t
+interval with k - 1 df on s^2/k plus the shared image variance). A trend over a few trained models
+(``trend``) is an exact permutation test over the models (Page's L across seeds). The verdict rule: reproduced
+when the nominal interval lies wholly on the claimed side of the threshold, contradicted when the
+multiplicity-adjusted interval (1 - alpha/m) lies wholly on the other side, inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -43,9 +45,18 @@ class Verdict(str, enum.Enum):
         return self.value
 
 
+MODELS, RECIPE = "models", "recipe"  # the two scopes of a verdict (docs/statistics.md)
+SCOPE_NAMES = {MODELS: "these models", RECIPE: "this training recipe"}
+IMAGES = "the evaluation images"
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A statistic with its confidence interval; ``n`` is the number of resampled units."""
+    """A statistic with its confidence interval; ``n`` is the number of resampled units (evaluation images for a
+    pooled one, trained models for a trend). ``scope`` says what the interval is about ("models": the checkpoints
+    at hand; "recipe": the training recipe over seeds), ``covers`` which sources of variance it carries, and
+    ``other`` holds the other scope's estimate of a pooled statistic. A trend estimate decides by ``pvalues``
+    (one-sided, keyed "greater"/"less") from ``test``, not by its interval."""
 
     value: float
     low: float
@@ -56,8 +67,20 @@ class Estimate:
     replicates: np.ndarray | None = field(default=None, repr=False, compare=False)  # the bootstrap distribution
     per_seed: tuple["Estimate", ...] = field(default=(), repr=False, compare=False)  # what a pooled one pooled
     uninformative: str | None = None  # why the statistic cannot go either way (e.g. saturated): never decides
+    degenerate_on_seeds: str | None = None  # a pooled one: some seeds' intervals had zero width (see degenerate)
+    resampling: tuple | None = field(default=None, compare=False)  # (sizes, seed, n_resamples, paired) of a bootstrap
+    scope: str = MODELS
+    covers: str = IMAGES
+    other: "Estimate | None" = field(default=None, repr=False, compare=False)  # the other scope (pooled ones)
+    pvalues: dict | None = field(default=None, compare=False)  # a trend's one-sided p-values
+    test: str | None = None  # a trend's test, in words
+    trend_data: tuple | None = field(default=None, repr=False, compare=False)  # (values, order) of a trend
+    at_level: Callable[[float], tuple[float, float]] | None = field(default=None, repr=False, compare=False)
+    _levels: dict = field(default_factory=dict, repr=False, compare=False)  # intervals computed at other levels
 
     def __post_init__(self):
+        for k in ("value", "low", "high"):
+            object.__setattr__(self, k, float(getattr(self, k)))
         if not (self.low <= self.value <= self.high) and all(map(math.isfinite, (self.low, self.value, self.high))):
             # BCa can put the point estimate outside the interval for skewed statistics; widen honestly
             object.__setattr__(self, "low", min(self.low, self.value))
@@ -67,19 +90,72 @@ class Estimate:
     def finite(self) -> bool:
         return all(map(math.isfinite, (self.value, self.low, self.high)))
 
+    @property
+    def degenerate(self) -> str | None:
+        """Why the statistic cannot decide: flagged uninformative, or a zero-width interval of a statistic that is
+        not exact (every resample gave the same value: the data cannot show it varying, so it cannot show it
+        is on one side)."""
+        if self.uninformative:
+            return self.uninformative
+        if self.degenerate_on_seeds:
+            return self.degenerate_on_seeds
+        if self.pvalues is None and self.finite and self.low == self.high and self.method != "exact":
+            return "every resample gives the same value (a zero-width interval of a statistic that is not exact)"
+        return None
+
+    def interval(self, level: float) -> tuple[float, float]:
+        """The interval at confidence ``level``: recomputed (the same bootstrap resamples, or the pooled t /
+        replicates) when the estimate knows how, else widened from the nominal one by the normal quantiles."""
+        if abs(level - self.confidence) < 1e-12 or not self.finite:
+            return self.low, self.high
+        if level not in self._levels:
+            if self.at_level is not None:
+                lo, hi = self.at_level(level)
+                lo, hi = min(lo, self.value), max(hi, self.value)
+            elif self.low == self.high:
+                lo, hi = self.low, self.high
+            else:
+                f = sps.norm.ppf(0.5 + level / 2) / sps.norm.ppf(0.5 + self.confidence / 2)
+                lo, hi = self.value - f * (self.value - self.low), self.value + f * (self.high - self.value)
+            self._levels[level] = (float(lo), float(hi))
+        return self._levels[level]
+
+    def at_scope(self, scope: str) -> "Estimate":
+        """This statistic's estimate at ``scope``; a recipe scope that was not computed (one seed) gives the
+        models one unchanged (check ``.scope`` for what you got)."""
+        if scope not in SCOPE_NAMES:
+            raise ValueError(f"scope must be one of {sorted(SCOPE_NAMES)}, got {scope!r}")
+        if self.scope == scope:
+            return self
+        if self.other is not None and self.other.scope == scope:  # it keeps this one as its other scope
+            return replace(self.other, other=replace(self, other=None), _levels={})
+        return self
+
     def as_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("value", "low", "high", "n", "confidence", "method", "uninformative")}
+        out = {k: getattr(self, k) for k in ("value", "low", "high", "n", "confidence", "method", "uninformative",
+                                             "scope", "covers")}
+        if self.pvalues is not None:
+            out.update(pvalues=dict(self.pvalues), test=self.test)
         if self.per_seed:
             out["per_seed"] = [{k: getattr(e, k) for k in ("value", "low", "high", "n")} for e in self.per_seed]
+        if self.other is not None and self.other.pvalues is None:
+            out["other_scope"] = {k: getattr(self.other, k) for k in ("scope", "low", "high", "method", "covers")}
         return out
 
     def shifted(self, by: float) -> "Estimate":
         """The estimate of (statistic - by): a comparison with a fixed reference such as chance."""
+        if self.pvalues is not None:
+            raise ValueError("a trend (rank correlation) cannot be shifted: its test is against no trend")
+        at = self.at_level
         return replace(self, value=self.value - by, low=self.low - by, high=self.high - by,
                        replicates=None if self.replicates is None else self.replicates - by,
-                       per_seed=tuple(e.shifted(by) for e in self.per_seed))
+                       per_seed=tuple(e.shifted(by) for e in self.per_seed),
+                       other=None if self.other is None else self.other.shifted(by),
+                       at_level=None if at is None else (lambda lv: tuple(x - by for x in at(lv))), _levels={})
 
     def __str__(self) -> str:
+        if self.pvalues is not None:
+            return f"{self.value:.4g} (p greater {self.pvalues['greater']:.3g}, less {self.pvalues['less']:.3g})"
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
@@ -98,49 +174,96 @@ def _as_arrays(samples) -> list[np.ndarray]:
 
 
 def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, confidence: float = CONFIDENCE,
-              n_resamples: int = N_RESAMPLES, seed: int = 0, method: str = "BCa") -> Estimate:
+              n_resamples: int = N_RESAMPLES, seed: int = 0, method: str = "BCa",
+              bounds: tuple[float, float] | None = None) -> Estimate:
     """Point value and bootstrap interval of ``statistic(*samples)``.
 
-    ``paired=True`` resamples the same indices in every sample (measurements on the same images).
-    Degenerate data (every resample gives the same value) yields a zero-width interval.
+    ``paired=True`` resamples the same indices in every sample (measurements on the same images). The estimate
+    records its resampling (sizes, generator seed, resamples, paired): two bootstraps with the same one drew the
+    same image resamples, replicate by replicate, which ``pool`` uses. Degenerate data (every resample gives the
+    same value) yields a zero-width interval flagged uninformative.
     """
     arrays = _as_arrays(samples)
     if paired and len({len(a) for a in arrays}) != 1:
         raise ValueError("paired samples must have the same length")
     value = float(statistic(*arrays))
+    resampling = (tuple(len(a) for a in arrays), int(seed), int(n_resamples), bool(paired))
     if np.ptp(np.concatenate(arrays)) == 0:
-        return Estimate(value, value, value, len(arrays[0]), confidence, "degenerate", np.full(1, value),
-                        uninformative=f"every one of the {len(arrays[0])} units gives the same value (saturated)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns on BCa's degenerate cases; we fall back below
-        batch = max(1, min(n_resamples, BOOTSTRAP_BATCH_VALUES // max(len(a) for a in arrays)))
-        res = sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
-                            vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-                            method=method, random_state=np.random.default_rng(seed), batch=batch)
+        return Estimate(value, value, value, len(arrays[0]), confidence, "degenerate", np.full(n_resamples, value),
+                        uninformative=f"every one of the {len(arrays[0])} units gives the same value (saturated)",
+                        resampling=resampling)
+    batch = max(1, min(n_resamples, BOOTSTRAP_BATCH_VALUES // max(len(a) for a in arrays)))
+
+    def run(level: float, how: str, previous=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns on BCa's degenerate cases; we fall back below
+            return sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
+                                 vectorized=True, confidence_level=level, n_resamples=0 if previous else n_resamples,
+                                 method=how, random_state=np.random.default_rng(seed), batch=batch,
+                                 bootstrap_result=previous)
+
+    res = run(confidence, method)
+    low, high = res.confidence_interval
+    if not (math.isfinite(low) and math.isfinite(high)) and method != "percentile":
+        res = run(confidence, "percentile")
         low, high = res.confidence_interval
-        if not (math.isfinite(low) and math.isfinite(high)) and method != "percentile":
-            res = sps.bootstrap(tuple(arrays), lambda *a, axis=-1: statistic(*a, axis=axis), paired=paired,
-                                vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-                                method="percentile", random_state=np.random.default_rng(seed), batch=batch)
-            low, high = res.confidence_interval
-            method = "percentile"
+        method = "percentile"
+    replicates = np.asarray(res.bootstrap_distribution, dtype=float).reshape(-1)
+
+    def at_level(level: float) -> tuple[float, float]:  # the same resamples, another level (no new draws)
+        return tuple(map(float, run(level, method, res).confidence_interval))
+
     # an interval the resamples cannot define (e.g. a ratio whose denominator is 0 in some resamples) stays
     # undefined: the verdict rule then says inconclusive, never a zero-width, maximally certain interval
-    return Estimate(value, float(low), float(high), len(arrays[0]), confidence, f"bootstrap {method}",
-                    np.asarray(res.bootstrap_distribution, dtype=float).reshape(-1))
+    return Estimate(value, float(low), float(high), len(arrays[0]), confidence, f"bootstrap {method}", replicates,
+                    uninformative=_at_bound(value, low, high, bounds), resampling=resampling, at_level=at_level)
+    # any other zero width: Estimate.degenerate (inconclusive, never deciding)
+
+
+def _at_bound(value: float, low: float, high: float, bounds) -> str | None:
+    """A zero-width interval at a bound of the statistic's range (a rank correlation of exactly 1, a ratio of
+    magnitudes of exactly 0) is saturated: the data sit where the statistic cannot move further."""
+    if bounds is None or not (math.isfinite(low) and low == high) or value not in bounds:
+        return None
+    return f"every resample gives {value:g}, a bound of the statistic (saturated)"
 
 
 def exact(value: float, n: int) -> Estimate:
     """A property computed exactly (no sampling): a zero-width interval."""
-    return Estimate(float(value), float(value), float(value), n, method="exact", replicates=np.full(1, float(value)))
+    return Estimate(float(value), float(value), float(value), n, method="exact", replicates=np.full(1, float(value)),
+                    covers="nothing varies (computed exactly)")
+
+
+def _image_variance(estimates: Sequence[Estimate]) -> tuple[float, np.ndarray | None, str]:
+    """The variance of the seeds' mean from the shared evaluation images, its aligned replicates (or None) and
+    how it was got: aligned replicates when every seed's bootstrap drew the same resamples, else the
+    fully-correlated bound (mean of the seeds' bootstrap sds)^2, which never understates a crossed design."""
+    k = len(estimates)
+    res = {e.resampling for e in estimates}
+    reps = [e.replicates for e in estimates]
+    if (len(res) == 1 and None not in res and all(r is not None and len(r) == e.resampling[2] for r, e in
+                                                  zip(reps, estimates))):
+        mean_rep = np.mean(np.stack(reps), axis=0)
+        v = float(np.var(mean_rep, ddof=1)) if np.all(np.isfinite(mean_rep)) else float("nan")
+        return v, mean_rep, "aligned image resamples"
+    sds = []
+    for e in estimates:
+        if e.replicates is not None and len(e.replicates) > 1:
+            sds.append(float(np.std(e.replicates, ddof=1)))
+        else:  # no distribution kept: the sd a normal interval of this width would have
+            sds.append((e.high - e.low) / (2 * sps.norm.ppf(0.5 + e.confidence / 2)))
+    return (float(np.mean(sds)) ** 2, None,
+            f"fully-correlated bound on the image variance ({k} seeds' resampling differ)")
 
 
 def pool(estimates: Sequence[Estimate], *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Estimate:
-    """One Estimate from the same statistic measured on several training seeds.
+    """One Estimate from the same statistic measured on several training seeds (crossed with the images).
 
-    Value: the mean over seeds. Interval: a hierarchical percentile bootstrap: each resample draws the seeds
-    with replacement and, for each drawn seed, one replicate of its image bootstrap; the mean of those is one
-    pooled replicate. A single seed returns its own estimate (its interval covers the images only).
+    Value: the mean over seeds. The returned estimate is the recipe scope (random effects over seeds: variance
+    s^2/k + V_img, Student t with k - 1 df); ``.other`` (or ``at_scope("models")``) is the models
+    scope (the mean over these checkpoints: percentile interval of the aligned mean replicate). One seed returns
+    its own estimate (models scope). Trend estimates pool by Page's L. ``n`` is the number of images.
+    ``n_resamples`` and ``seed`` are kept for callers; the intervals need no new draws.
     """
     estimates = list(estimates)
     if not estimates:
@@ -150,25 +273,61 @@ def pool(estimates: Sequence[Estimate], *, n_resamples: int = N_RESAMPLES, seed:
     confidence = estimates[0].confidence
     if any(abs(e.confidence - confidence) > 1e-12 for e in estimates):
         raise ValueError("pooled estimates must share their confidence level")
-    value = float(np.mean([e.value for e in estimates]))
-    reps = [e.replicates if e.replicates is not None and len(e.replicates) else np.array([e.value]) for e in estimates]
-    rng = np.random.default_rng(seed)
+    if any(e.pvalues is not None for e in estimates):
+        return _pool_trends(estimates)
     k = len(estimates)
-    seeds = rng.integers(0, k, size=(n_resamples, k))
-    draws = np.stack([reps[s][rng.integers(0, len(reps[s]), size=n_resamples)] for s in range(k)], 1)  # (B, k)
-    pooled = np.take_along_axis(draws, seeds, axis=1).mean(1)
-    alpha = (1 - confidence) / 2
-    with np.errstate(invalid="ignore"):
-        if np.all(np.isfinite(pooled)):
-            low, high = np.quantile(pooled, [alpha, 1 - alpha])
-        else:  # a seed whose own interval is undefined leaves the pooled one undefined: inconclusive
-            low, high = float("nan"), float("nan")
-    # a statistic saturated on any seed is uninformative pooled: its interval would mix in a bound, not a response
-    flagged = [(i, e.uninformative) for i, e in enumerate(estimates) if e.uninformative]
-    uninformative = (None if not flagged else flagged[0][1] if len(flagged) == k else
-                     f"on {len(flagged)} of {k} seeds: {flagged[0][1]}")
-    return Estimate(value, float(low), float(high), sum(e.n for e in estimates), confidence,
-                    f"hierarchical bootstrap over {k} seeds and their images", pooled, tuple(estimates), uninformative)
+    values = np.array([e.value for e in estimates])
+    value = float(values.mean())
+    flagged = [e.uninformative for e in estimates if e.uninformative]  # saturated on a seed: uninformative pooled
+    uninformative = (None if not flagged else flagged[0] if len(flagged) == k else
+                     f"on {len(flagged)} of {k} seeds: {flagged[0]}")
+    zero = [e.degenerate for e in estimates if e.degenerate and not e.uninformative]  # zero width on a seed: the
+    # data of that seed cannot put the statistic on either side, so neither can the pool (inconclusive)
+    common = dict(n=estimates[0].n, confidence=confidence, per_seed=tuple(estimates), uninformative=uninformative,
+                  degenerate_on_seeds=f"on {len(zero)} of {k} seeds: {zero[0]}" if zero else None)
+    if all(e.method == "exact" for e in estimates) and np.ptp(values) == 0:
+        return exact(value, estimates[0].n)
+    finite = all(e.finite for e in estimates)
+    v_img, mean_rep, how = _image_variance(estimates) if finite else (float("nan"), None, "")
+    if not all(e.method == "exact" for e in estimates) and not finite:
+        nan = float("nan")  # a seed whose own interval is undefined leaves the pooled one undefined: inconclusive
+        return Estimate(value, nan, nan, method=f"pooled over {k} seeds (a seed's interval is undefined)", **common)
+
+    if mean_rep is not None:
+        def models_at(level):
+            return tuple(float(q) for q in np.quantile(mean_rep, [0.5 - level / 2, 0.5 + level / 2]))
+        models_method = f"percentile of the seeds' aligned mean replicate ({k} seeds)"
+    else:
+        def models_at(level):
+            h = sps.norm.ppf(0.5 + level / 2) * math.sqrt(v_img)
+            return value - h, value + h
+        models_method = f"normal interval, {how}"
+    models = Estimate(value, *models_at(confidence), method=models_method, replicates=mean_rep, scope=MODELS,
+                      covers=f"{IMAGES} and the method's draws on them; the {k} trained models fixed",
+                      at_level=models_at, **common)
+    s2 = float(np.var(values, ddof=1))
+    var = s2 / k + v_img  # s^2/k carries training, the method's draws and the seeds' own image noise
+
+    def recipe_at(level):  # k - 1 df, not Welch-Satterthwaite's: WS covered 0.91 at 2 and 3 seeds (docs/statistics.md)
+        h = sps.t.ppf(0.5 + level / 2, k - 1) * math.sqrt(var)
+        return value - h, value + h
+    recipe_method = f"random effects over {k} seeds: t ({k - 1} df) on s^2/k + image variance ({how})"
+    return Estimate(value, *recipe_at(confidence), method=recipe_method, scope=RECIPE,
+                    covers=f"training seeds ({k}), the method's random draws (they follow the seed) and {IMAGES}",
+                    other=models, at_level=recipe_at, **common)
+
+
+def trend(values, order, *, alternative: str, confidence: float = CONFIDENCE) -> Estimate:
+    """Spearman's rho of ``values`` (one per trained model) against ``order`` (e.g. each model's weight decay),
+    with the exact one-sided permutation p-values over the k models (k = 4: 1/24 for a perfect order); it decides
+    by those p-values (``verdict``). ``alternative`` ("greater"/"less") is the claimed direction. See trends.py."""
+    from .trends import trend as _trend  # trends.py builds on this module's Estimate
+    return _trend(values, order, alternative=alternative, confidence=confidence)
+
+
+def _pool_trends(estimates: Sequence[Estimate]) -> Estimate:
+    from .trends import pool_trends
+    return pool_trends(estimates)
 
 
 def _mean(a, axis=-1):
@@ -181,15 +340,36 @@ def mean(values, **kw) -> Estimate:
     a = _as_arrays([values])[0]
     if np.ptp(a) == 0 and a[0] in (0.0, 1.0):
         k, n = int(a.sum()), len(a)
-        ci = sps.binomtest(k, n).proportion_ci(kw.get("confidence", CONFIDENCE), method="exact")
-        return Estimate(float(a[0]), float(ci.low), float(ci.high), n, kw.get("confidence", CONFIDENCE),
+
+        def at_level(level):
+            ci = sps.binomtest(k, n).proportion_ci(level, method="exact")
+            return float(ci.low), float(ci.high)
+        return Estimate(float(a[0]), *at_level(kw.get("confidence", CONFIDENCE)), n, kw.get("confidence", CONFIDENCE),
                         "exact binomial (Clopper-Pearson)", np.random.default_rng(kw.get("seed", 0)).binomial(
-                            n, float(np.clip(a[0], 0.5 / n, 1 - 0.5 / n)), kw.get("n_resamples", N_RESAMPLES)) / n)
+                            n, float(np.clip(a[0], 0.5 / n, 1 - 0.5 / n)), kw.get("n_resamples", N_RESAMPLES)) / n,
+                        at_level=at_level)
     return bootstrap(_mean, values, **kw)
 
 
 def mean_difference(a, b, *, paired: bool = True, **kw) -> Estimate:
-    """mean(a) - mean(b); paired when a[i] and b[i] come from the same image."""
+    """mean(a) - mean(b); paired when a[i] and b[i] come from the same image.
+
+    Paired 0/1 outcomes (right or wrong on each image) whose difference is the same on every image (no image
+    changes, say) leave every bootstrap resample at one value; they get the exact binomial bound instead: with
+    no pair against the observed direction among n, the share of such pairs is at most u (Clopper-Pearson),
+    so the difference lies in [-u, u] when it is 0 on every image and within 2u of +-1 when it is +-1."""
+    x, y = _as_arrays([a, b])
+    d = x - y if paired and len(x) == len(y) else None
+    if d is not None and np.ptp(d) == 0 and np.isin(np.concatenate([x, y]), (0.0, 1.0)).all():
+        n, diff = len(d), float(d[0])
+
+        def at_level(level):
+            u = float(sps.binomtest(0, n).proportion_ci(level, method="exact").high)
+            return {0.0: (-u, u), 1.0: (1 - 2 * u, 1.0), -1.0: (-1.0, -1 + 2 * u)}[diff]
+        confidence = kw.get("confidence", CONFIDENCE)
+        return Estimate(diff, *at_level(confidence), n, confidence,
+                        "exact binomial bound (paired 0/1 outcomes, the same difference on every image)",
+                        at_level=at_level)
     return bootstrap(lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis), a, b, paired=paired, **kw)
 
 
@@ -198,8 +378,11 @@ def ratio_of_means(a, b, *, paired: bool = True, **kw) -> Estimate:
     def ratio(x, y, axis=-1):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.mean(x, axis=axis) / np.mean(y, axis=axis)
-    if np.mean(_as_arrays([b])[0]) == 0:
+    x, y = _as_arrays([a, b])
+    if np.mean(y) == 0:
         raise Unmeasurable("a ratio of means whose denominator sample is all zeros")
+    if (x >= 0).all() and (y >= 0).all():  # magnitudes: 0 is the bound of the ratio
+        kw.setdefault("bounds", (0.0, math.inf))
     return bootstrap(ratio, a, b, paired=paired, **kw)
 
 
@@ -237,26 +420,50 @@ def binomial(k: int, n: int, p: float, *, alternative: str = "greater") -> TestR
 COMPARATORS = (">", ">=", "<", "<=")
 
 
-def verdict(estimate: Estimate, comparator: str, threshold: float) -> Verdict:
-    """The docs/claims.md rule, applied to an interval against a threshold."""
+def _sides(lo: float, hi: float, comparator: str, threshold: float) -> tuple[bool, bool]:
+    if comparator == ">":
+        return lo > threshold, hi < threshold
+    if comparator == ">=":
+        return lo >= threshold, hi < threshold
+    if comparator == "<":
+        return hi < threshold, lo > threshold
+    return hi <= threshold, lo > threshold
+
+
+def contradiction_level(m: int, confidence: float = CONFIDENCE) -> float:
+    """The Bonferroni level at which one of a claim's m deciding checks must contradict it: 1 - alpha/m."""
+    return 1 - (1 - confidence) / max(1, m)
+
+
+def verdict(estimate: Estimate, comparator: str, threshold: float, *, m: int = 1) -> Verdict:
+    """The docs/statistics.md rule for one check of a claim with ``m`` deciding checks: reproduced when the
+    nominal interval lies wholly on the claimed side; contradicted when the interval at 1 - alpha/m lies wholly
+    on the other side (computed only when the nominal one does); inconclusive otherwise. A trend estimate
+    decides by its one-sided p-values instead (claimed direction p < alpha; opposite p < alpha/m). A degenerate
+    estimate (``Estimate.degenerate``: saturated, or zero-width and not exact) never decides: inconclusive."""
     if comparator not in COMPARATORS:
         raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
+    if estimate.degenerate:
+        return Verdict.INCONCLUSIVE
+    alpha = 1 - estimate.confidence
+    if estimate.pvalues is not None:
+        if threshold != 0:
+            raise ValueError(f"a trend (rank correlation) is tested against no trend: threshold must be 0, "
+                             f"got {threshold!r}")
+        claimed, opposite = ("greater", "less") if comparator in (">", ">=") else ("less", "greater")
+        if estimate.pvalues[claimed] < alpha:
+            return Verdict.REPRODUCED
+        if estimate.pvalues[opposite] < alpha / max(1, m):
+            return Verdict.CONTRADICTED
+        return Verdict.INCONCLUSIVE
     if not estimate.finite:
         return Verdict.INCONCLUSIVE
-    lo, hi = estimate.low, estimate.high
-    if comparator == ">":
-        claimed, opposite = lo > threshold, hi < threshold
-    elif comparator == ">=":
-        claimed, opposite = lo >= threshold, hi < threshold
-    elif comparator == "<":
-        claimed, opposite = hi < threshold, lo > threshold
-    else:
-        claimed, opposite = hi <= threshold, lo > threshold
+    claimed, opposite = _sides(estimate.low, estimate.high, comparator, threshold)
     if claimed:
         return Verdict.REPRODUCED
-    if opposite:
-        return Verdict.CONTRADICTED
-    return Verdict.INCONCLUSIVE
+    if opposite and m > 1:
+        opposite = _sides(*estimate.interval(contradiction_level(m, estimate.confidence)), comparator, threshold)[1]
+    return Verdict.CONTRADICTED if opposite else Verdict.INCONCLUSIVE
 
 
 def combine(verdicts: Sequence[Verdict]) -> Verdict:

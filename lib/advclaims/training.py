@@ -83,6 +83,16 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _device_generator(device: torch.device, seed: int, g: torch.Generator) -> torch.Generator:
+    """The generator of the random numbers a training step draws (shuffle, augmentation, PGD's random start).
+
+    On the CPU it is ``g`` itself (the numbers of every stored CPU model stay as they were); on CUDA a generator
+    on the device, so that no step draws on the host and copies in (a host sync each)."""
+    if device.type != "cuda":
+        return g
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
@@ -95,7 +105,9 @@ def _load_resume(path: Path | None, identity: dict, device: torch.device) -> dic
     if path is None or not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        # on the CPU whatever the training device: generator states must stay CPU ByteTensors (set_state,
+        # set_rng_state and cuda.set_rng_state refuse others); load_state_dict moves weights to the model's device
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign file: start over rather than trust it
         warnings.warn(f"ignoring resume state {path.name}: it does not load ({type(err).__name__}); "
                       f"training starts from epoch 1")
@@ -151,9 +163,13 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
     rank, world = distributed.world()
     resume = Path(resume) if resume is not None else None
     g = torch.Generator().manual_seed(seed)
+    gd = _device_generator(device, seed, g)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=False)
-    steps_per_epoch = math.ceil(len(split) / recipe.batch_size)
+    # compiled: the partial last batch is dropped (a second shape would recompile every compiled graph); compile is
+    # in the store key (Pipeline.training_fields), so this changes only compiled models. Eager keeps every image.
+    drop_last = accel.compile and len(split) > recipe.batch_size
+    steps_per_epoch = (len(split) // recipe.batch_size if drop_last else math.ceil(len(split) / recipe.batch_size))
     total = recipe.epochs * steps_per_epoch
     identity = {"recipe": recipe.as_dict(), "seed": seed, "world": world, "precision": accel.precision,
                 "images": len(split), "format": RESUME_FORMAT}
@@ -163,9 +179,17 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
+        if gd is not g and "device_generator" in state:
+            gd.set_state(state["device_generator"])
         _set_rng_state(state["rng"], device)
         step, first_epoch, history, spent = state["step"], state["epoch"], list(state["history"]), state["seconds"]
         losses = list(state.get("losses", []))
+    if world > 1 and device.type == "cuda":
+        # BatchNorm statistics over the whole batch, as in a single process: a DDP-trained model is then the
+        # model its store key names (same batches, same randoms, same statistics), up to reduction order.
+        # gloo (CPU) has no SyncBatchNorm: there the key carries the world size (Pipeline.training_fields).
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root; parameters are the same
+    compiled_before = accel_mod.compile_counters() if accel.compile else None
     fast = accel_mod.fast_forward(model, accel)  # the attack's forward too: 10 of PGD-10 AT's 11 passes
     net = fast
     if world > 1:
@@ -175,15 +199,20 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
                initial=first_epoch, total=recipe.epochs)
     for epoch in bar:
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in split.batches(recipe.batch_size, shuffle=True, generator=g):
+        # metrics stay on the device during the epoch and are read once at its end: no host sync per step
+        step_losses, sizes, correct = [], [], torch.zeros((), dtype=torch.long, device=device)
+        for x, y in split.batches(recipe.batch_size, shuffle=True, generator=gd):
+            if drop_last and len(y) < recipe.batch_size:
+                continue
             if recipe.augment:
-                x = data_mod.augment(x, pad=crop_pad, flip=flip, generator=g)
+                x = data_mod.augment(x, pad=crop_pad, flip=flip, generator=gd)
             noise = None
             if recipe.method != "standard":
                 # drawn for the whole batch on every rank, as pgd's random start would draw it,
                 # so the generator stays in step across ranks and a single process is unchanged
-                noise = torch.empty(x.shape, dtype=x.dtype).uniform_(-recipe.eps, recipe.eps, generator=g)
+                noise = torch.empty(x.shape, dtype=x.dtype, device=gd.device).uniform_(-recipe.eps, recipe.eps,
+                                                                                       generator=gd)
+            batch = len(y)
             if world > 1:
                 if len(y) < world:
                     continue  # a last batch too small to give every rank an image: skipped by all
@@ -199,20 +228,28 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
                 group["lr"] = recipe.lr_at(step / total)
             with accel.autocast():
                 logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} in epoch {epoch + 1}; lower the recipe's lr "
-                    f"(now {recipe.lr}) or check the data for NaN"
-                )
+                if world > 1:  # DDP averages over ranks: a rank's sum over the whole batch's size, times the world,
+                    loss = F.cross_entropy(logits.float(), y, reduction="sum") * (world / batch)  # is the batch mean
+                else:
+                    loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            losses.append(loss.item())
-            loss_sum += losses[-1] * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            step_losses.append(loss.detach())
+            sizes.append(len(y))
+            correct += (logits.argmax(1) == y).sum()
+        epoch_losses = torch.stack(step_losses).tolist() if step_losses else []
+        bad = next((v for v in epoch_losses if not math.isfinite(v)), None)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"{desc}: loss became {bad} in epoch {epoch + 1}; lower the recipe's lr "
+                f"(now {recipe.lr}) or check the data for NaN"
+            )
+        losses += epoch_losses
+        loss_sum = sum(v * n for v, n in zip(epoch_losses, sizes))
+        seen = max(1, sum(sizes))
+        correct = int(correct)
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen})
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         if resume is not None and rank == 0:
@@ -220,9 +257,14 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
             payload = {"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
                        "generator": g.get_state(), "rng": _rng_state(device), "epoch": epoch + 1, "step": step,
                        "history": history, "seconds": seconds, "losses": losses}
+            if gd is not g:
+                payload["device_generator"] = gd.get_state()
             atomic_write(resume, lambda tmp: torch.save(payload, tmp))
     model.eval()
     first, last = loss_window(losses)
-    return {"history": history, "train_seconds": spent + time.perf_counter() - start, "steps": step,
-            "resumed_from_epoch": first_epoch, "world_size": world, "precision": accel.precision,
-            "loss_first_steps": first, "loss_last_steps": last}
+    metrics = {"history": history, "train_seconds": spent + time.perf_counter() - start, "steps": step,
+               "resumed_from_epoch": first_epoch, "world_size": world, "precision": accel.precision,
+               "loss_first_steps": first, "loss_last_steps": last}
+    if accel.compile:
+        metrics["compile"] = accel_mod.compile_since(compiled_before)  # this training's graphs, recompiles, fallbacks
+    return metrics

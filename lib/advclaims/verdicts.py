@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from . import budgets as budgets_mod
 from . import data as data_mod
 from . import expected as expected_mod
 from . import external as external_mod
@@ -22,7 +23,7 @@ from .health import ModelUnhealthy
 from .measurement import Measurement
 from .options import CATALOGUE, seeds_of
 from .pipeline import Pipeline
-from .stats import Unmeasurable, Verdict, combine, verdict
+from .stats import SCOPE_NAMES, Unmeasurable, Verdict, combine, contradiction_level, verdict
 from .training import TrainingDiverged
 
 CHECKED = pytest.StashKey[bool]()
@@ -83,11 +84,19 @@ def _proxy(config, dataset: str) -> dict | None:
         return None
 
 
+OWN_MODEL = "own model"  # the outcome of an instance on a user's model: its verdict is shown, never held
+
+
 def _outcome(item, record: dict, expectation: expected_mod.Expectation) -> str:
     """passed, known finding, unstable (a verdict also_seen records: the evidence at this budget does not settle
-    it), failed, or "proxy data" (no expected verdict is held against a proxy)."""
+    it), failed, "error" (the instance raised: no verdict), "proxy data" (no expected verdict is held against a
+    proxy) or "own model" (expected/ records findings about the suite's own models, not about a user's)."""
+    if record.get("error"):
+        return "error"
     if record.get("proxy"):
         return "proxy data"
+    if any((m.get("source") or {}).get("kind") != "trained" for m in record.get("models", [])):
+        return OWN_MODEL
     outside = [v for v in record["values"] if record["paper_setting"] and v["within"] is False]
     if outside or not expectation.accepts(record["verdict"]):
         return "failed"
@@ -101,6 +110,8 @@ def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) 
              f"expected/{spec.paper}.toml expects {record['expected']}."]
     if record.get("unmeasurable"):
         lines.append(f"  not measurable: {record['unmeasurable']}")
+    if record.get("scope"):
+        lines.append(f"  {report_mod.scope_line(record)}")
     lines += [f"  {c['statistic']} = {report_mod._interval(c)}, claimed {c['comparator']} {c['threshold']}: "
               f"{c['verdict']}" for c in record["checks"] if c.get("value") is not None]
     lines += [f"  paper value {v['statistic']}: measured {v['measured']:.4g}, paper {v['paper']} ± {v['tolerance']}"
@@ -111,23 +122,29 @@ def _failure_lines(spec, record: dict, variant: str, dataset: str, budget: str) 
 
 
 def _record(item, measurement: Measurement | None, unmeasurable: str | None = None, *,
-            seeds: tuple[int, ...] | None = None) -> tuple[dict, list[str]]:
-    """The report record of a claim instance (from its Measurement, or from the reason it could not be
-    measured) and its outcome; the record travels to the controller in the item's user properties."""
+            seeds: tuple[int, ...] | None = None, error: str | None = None) -> tuple[dict, list[str]]:
+    """The report record of a claim instance (from its Measurement, from the reason it could not be measured,
+    or from the one line of the error it raised) and its outcome; the record travels to the controller in the
+    item's user properties."""
     spec, dataset, variant, others = instance_of(item)
     budget = item.config.getoption("--repro-budget")
     seeds = seeds if seeds is not None else seeds_of(item.config)
-    if measurement is not None:
-        record = _evaluate(spec, measurement, dataset, budget, seeds, others)
-    else:
-        record = _unmeasured(spec, unmeasurable, dataset, budget, seeds, others)
-    proxy = _proxy(item.config, dataset)
     models = _models_used(item)
+    external = any(m["source"].get("kind") != "trained" for m in models)
+    if measurement is not None:
+        record = _evaluate(spec, measurement, dataset, budget, seeds, others, external=external)
+    else:
+        record = _unmeasured(spec, unmeasurable or error, dataset, budget, seeds, others, external=external)
+    if error is not None:
+        record.update(error=error, unmeasurable=None, notes=[f"error: {error}"])
+    proxy = _proxy(item.config, dataset)
     record.update({"variant": variant, "nodeid": item.nodeid, "proxy": proxy, "models": models,
-                   "variance": seeds_mod.coverage(seeds, external=any(m["source"].get("kind") != "trained"
-                                                                      for m in models)),
+                   "variance": seeds_mod.coverage(seeds, external=external, scope=record["scope"]),
                    "wall_seconds": time.perf_counter() - item.stash.get(STARTED, time.perf_counter())})
     record["outcome"] = _outcome(item, record, spec.expectation(dataset, budget, others))
+    if record["outcome"] == OWN_MODEL and record.get("expected_reason"):
+        record["expected_reason"] = (f"expected/ records this about the suite's own models; it is not held "
+                                     f"against yours: {record['expected_reason']}")
     return record, _failure_lines(spec, record, variant, dataset, budget)
 
 
@@ -175,7 +192,7 @@ def _finish(item, measurement: Measurement, seeds: tuple[int, ...]) -> None:
 
 
 def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget: str, seeds,
-                variants: tuple[str, ...]) -> dict:
+                variants: tuple[str, ...], *, external: bool = False) -> dict:
     """The record of an instance whose data do not allow its statistics: inconclusive, with the reason."""
     expectation = spec.expectation(dataset, budget, variants)
     checks = [{"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
@@ -188,36 +205,76 @@ def _unmeasured(spec: expected_mod.ClaimSpec, reason: str, dataset: str, budget:
         "also_seen": [v.value for v in expectation.also_seen], "checks": checks,
         "values": [], "paper_setting": spec.in_paper_setting(dataset, budget), "tables": {}, "tests": [],
         "notes": [f"not measurable: {reason}"], "unmeasurable": reason, "protocol_note": spec.protocol_note,
-        "figures": [], "figure_errors": [],
+        "figures": [], "figure_errors": [], **_scope_fields(budget, len(seeds), external, None, 0),
     }
 
 
+def _scope_fields(budget: str, k: int, external: bool, got: str | None, m: int) -> dict:
+    """The claim record's scope (which one decided, the sources of variance it covers, why it is not the
+    budget's own) and levels: reproduction at the nominal 95%, contradiction at 1 - 0.05/m."""
+    scope, note = budgets_mod.get(budget).deciding_scope(k, external=external)
+    if got is not None and got != scope:  # the statistics offer only the models scope: one run was pooled
+        scope, k, note = got, 1, (f"the statistics come from one run (one seed, or nothing in the instance depends "
+                                  f"on the seed): decided on {SCOPE_NAMES[got]}")
+    covers = (f"training seeds ({k}), the method's random draws and the evaluation images" if scope == "recipe" else
+              "the evaluation images and the method's draws on them" + (f"; the {k} trained models fixed" if k > 1
+                                                                        else ""))
+    return {"scope": scope, "scope_name": SCOPE_NAMES[scope], "covers": covers, "scope_note": note,
+            "level": 0.95, "contradiction_level": contradiction_level(m), "deciding_checks": m}
+
+
 def evaluate(claim_id: str, measurement: Measurement, *, dataset: str = "fashion_mnist", budget: str = "smoke",
-             expected_dir: str | Path | None = None) -> dict:
+             expected_dir: str | Path | None = None, external: bool = False) -> dict:
     """The record a claim instance would get from ``measurement`` (its "verdict" above all), outside a pytest
-    run: for tests that feed an analysis a case where the claim is false and show the verdict changes."""
+    run: for tests that feed an analysis a case where the claim is false and show the verdict changes. The
+    number of seeds is read off the statistics (a pooled one keeps its per-seed estimates)."""
     spec = expected_mod.load(expected_dir)[claim_id]
-    return _evaluate(spec, measurement, dataset, budget, (0,))
+    k = max([len(e.per_seed) for e in measurement.statistics.values()] + [1])
+    return _evaluate(spec, measurement, dataset, budget, tuple(range(k)), external=external)
 
 
-UNINFORMATIVE = "uninformative"  # a check whose statistic cannot vary (saturated): shown, never deciding
+UNINFORMATIVE = "uninformative"  # a check whose statistic cannot vary (saturated): shown, never deciding;
+# a zero-width interval of a non-exact statistic (degenerate resamples) is inconclusive: it blocks reproduction
 
 
-def _check_record(c: expected_mod.CheckSpec, est, spec_id: str) -> dict:
+def _check_record(c: expected_mod.CheckSpec, est, spec_id: str, m: int = 1) -> dict:
+    """One check's record: the estimate, its scope and levels, and its verdict among the claim's m deciding
+    checks (a saturated estimate is uninformative: shown, never deciding; a zero-width interval of a statistic
+    that is not exact is inconclusive: it can neither reproduce nor contradict, so the claim is not reproduced)."""
     if not math.isfinite(est.value):
         raise ValueError(f"{spec_id}: statistic {c.statistic} is not finite ({est}); the model or data upstream "
                          f"is broken (diverged training?)")
     record = {"statistic": c.statistic, "description": c.description, "comparator": c.comparator,
               "threshold": c.threshold, "paper": c.paper, "tolerance": c.tolerance, "basis": c.basis,
-              "basis_note": c.basis_note, **est.as_dict()}
-    if est.uninformative:
+              "basis_note": c.basis_note, **est.as_dict(), "level": est.confidence,
+              "contradiction_level": contradiction_level(m, est.confidence)}
+    if est.uninformative:  # saturated (every unit at one value, or at a bound): shown, never deciding
         record.update(verdict=UNINFORMATIVE, uninformative=est.uninformative)
         return record
-    record["verdict"] = verdict(est, c.comparator, c.threshold).value
+    if est.degenerate:  # zero-width and not exact: the data cannot put it on either side, so the claim
+        # cannot be reproduced on it (an exactly-zero paired difference is no evidence for either side)
+        record.update(verdict=Verdict.INCONCLUSIVE.value, degenerate=est.degenerate)
+        return record
+    record["verdict"] = verdict(est, c.comparator, c.threshold, m=m).value
+    if m > 1 and est.pvalues is None and verdict(est, c.comparator, c.threshold).value != record["verdict"]:
+        lo, hi = est.interval(record["contradiction_level"])  # computed by verdict: the reason it is not contradicted
+        record.update(adjusted_low=lo, adjusted_high=hi, nominal_verdict=Verdict.CONTRADICTED.value)
     if c.threshold_range is not None:  # our threshold: the verdict at either end of the range we would defend
         record["threshold_range"] = list(c.threshold_range)
-        record["verdict_across_threshold"] = {f"{t:g}": verdict(est, c.comparator, t).value for t in c.threshold_range}
+        record["verdict_across_threshold"] = {f"{t:g}": verdict(est, c.comparator, t, m=m).value
+                                              for t in c.threshold_range}
     return record
+
+
+def _checks(spec: expected_mod.ClaimSpec, statistics: dict, scope: str) -> tuple[list[dict], str | None, int]:
+    """The records of ``spec``'s checks measured in ``statistics`` at ``scope``, the scope they got (None when
+    nothing was measured) and m, the number of checks that can contradict (neither saturated nor zero-width), which
+    the contradiction level divides alpha by."""
+    ests = {c.statistic: statistics[c.statistic].at_scope(scope) for c in spec.checks if c.statistic in statistics}
+    m = sum(1 for e in ests.values() if not e.degenerate)  # a check that cannot contradict does not dilute alpha
+    got = {e.scope for e in ests.values() if e.pvalues is None} or {e.scope for e in ests.values()}
+    records = [_check_record(c, ests[c.statistic], spec.id, m) for c in spec.checks if c.statistic in ests]
+    return records, (scope if scope in got else next(iter(got), None)), m
 
 
 def _combined(checks: list[dict]) -> str:
@@ -225,7 +282,8 @@ def _combined(checks: list[dict]) -> str:
     return combine(deciding).value if deciding else Verdict.INCONCLUSIVE.value
 
 
-def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict]) -> tuple[list[dict], list[str]]:
+def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict],
+                 scope: str) -> tuple[list[dict], list[str]]:
     """The verdict at every value of each declared protocol parameter, and what the verdict depends on."""
     rows, depends = [], []
     for p in spec.parameters:
@@ -239,8 +297,7 @@ def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict
                 if label not in grid:
                     raise KeyError(f"{spec.id}: expected/{spec.paper}.toml declares parameter {p.name} = {label}, but "
                                    f"the analysis measured it at {sorted(grid)}")
-                at = [_check_record(c, grid[label][c.statistic], spec.id) for c in spec.checks
-                      if c.statistic in grid[label]]
+                at = _checks(spec, grid[label], scope)[0]
             v = _combined(at)
             verdicts.add(v)
             rows.append({"parameter": p.name, "value": value, "default": value == p.default, "verdict": v,
@@ -255,13 +312,13 @@ def _sensitivity(spec: expected_mod.ClaimSpec, m: Measurement, checks: list[dict
 
 
 def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget: str, seeds,
-              variants: tuple[str, ...] = ()) -> dict:
-    checks = []
+              variants: tuple[str, ...] = (), *, external: bool = False) -> dict:
     for c in spec.checks:
         if c.statistic not in m.statistics:
             raise KeyError(f"{spec.id}: the analysis measured {sorted(m.statistics)} but expected/{spec.paper}.toml "
                            f"checks {c.statistic!r}")
-        checks.append(_check_record(c, m.statistics[c.statistic], spec.id))
+    scope, _ = budgets_mod.get(budget).deciding_scope(len(seeds), external=external)
+    checks, got, n_deciding = _checks(spec, m.statistics, scope)
     in_setting = spec.in_paper_setting(dataset, budget)
     values = []
     for v in spec.values:
@@ -270,7 +327,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         values.append({"statistic": v.statistic, "description": v.description, "paper": v.paper,
                        "tolerance": v.tolerance, "measured": measured, "within": within})
     expectation = spec.expectation(dataset, budget, variants)
-    sensitivity, depends = _sensitivity(spec, m, checks)
+    sensitivity, depends = _sensitivity(spec, m, checks, scope)
     return {
         "claim": spec.id, "paper": spec.paper, "title": spec.title, "source": spec.source,
         "dataset": dataset, "budget": budget, "seeds": list(seeds), "n": m.n,
@@ -280,6 +337,7 @@ def _evaluate(spec: expected_mod.ClaimSpec, m: Measurement, dataset: str, budget
         "checks": checks, "values": values, "paper_setting": in_setting, "tables": m.tables,
         "tests": [{"name": k, **vars(t)} for k, t in m.tests.items()], "notes": m.notes,
         "protocol_note": spec.protocol_note, "figures": [], "figure_errors": [],
+        **_scope_fields(budget, len(seeds), external, got, n_deciding),
     }
 
 

@@ -16,19 +16,40 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..external import StagesMissing, stage_map
+
 SATURATION_RTOL = 1e-2  # a Max within 1% of its ceiling counts as at the ceiling
+
+
+def stage_module(model: nn.Module, name: str, layers: tuple[str, ...] = ()) -> nn.Module:
+    """The submodule standing for stage ``name``: through the model's stage map where it has one, else by name;
+    ``StagesMissing`` when there is none (naming every stage in ``layers`` and how to map them)."""
+    stages, role = stage_map(model)
+    try:
+        return model.get_submodule(stages.get(name, name))
+    except AttributeError:
+        pass
+    wanted = ",".join(f"{s}:MODULE" for s in (layers or (name,)))
+    slot = role or "ROLE"
+    children = [n for n, _ in model.named_children()][:8]
+    raise StagesMissing(f"model {type(model).__name__} has no stage {name!r}: this claim reads the stages "
+                        f"{', '.join(layers or (name,))}; pass a stage map naming your modules, --repro-stages "
+                        f"{slot}={wanted} (or advclaims import ... --stages {wanted}); its top-level modules: "
+                        f"{', '.join(children) or 'none'}") from None
+
+
+def stage_path(model: nn.Module, name: str) -> str:
+    """The module path of stage ``name`` in ``model`` (its stage map's, or the name itself)."""
+    return stage_map(model)[0].get(name, name)
 
 
 @contextmanager
 def capture(model: torch.nn.Module, layers: tuple[str, ...]):
-    """Record the outputs of the named submodules during forward passes."""
+    """Record the outputs of the named stages (submodules, through the model's stage map) during forward passes."""
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name in layers:
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"model {type(model).__name__} has no stage {name!r}") from None
+        module = stage_module(model, name, layers)
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach())))
     try:
         yield outputs
@@ -81,7 +102,10 @@ def max_bound(model: nn.Module, layer: str, eps: float) -> float | None:
     if first is None or eps <= 0:
         return None
     name, conv = first
+    layer = stage_path(model, layer)
     norm = getattr(model, "normalize", None)
+    if norm is None and stage_map(model)[1] is not None:
+        return None  # a user's model normalises in its own way: the pixel scale at its first conv is unknown
     std = (norm.std.flatten() if norm is not None and hasattr(norm, "std")
            else torch.ones(conv.in_channels, device=conv.weight.device))
     if conv.groups != 1 or std.numel() != conv.in_channels:

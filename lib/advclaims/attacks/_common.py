@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..accel import eager
 from ..iterations import cap
 
 PIXEL_TOLERANCE = 1e-6  # float error allowed outside [0, 1] before an input is rejected
@@ -134,9 +135,10 @@ def check_finite_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
-    """The model's number of classes, read from one image's logits (which are checked finite)."""
+    """The model's number of classes, read from one image's logits (which are checked finite). A compiled
+    forward is probed eagerly: a batch-1 call would compile a graph of its own on every attack call."""
     with torch.no_grad():
-        logits = model(x[:1])
+        logits = eager(model)(x[:1])
     if logits.dim() != 2:
         raise ValueError(f"model must return logits of shape (N, num_classes), got {tuple(logits.shape)}")
     check_finite_logits(logits)

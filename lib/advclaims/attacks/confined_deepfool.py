@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..accel import no_autotune
 from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
 from .deepfool import _step_to_nearest_boundary
 
@@ -50,7 +51,7 @@ def confined_deepfool(model: nn.Module, x: torch.Tensor, basis: torch.Tensor | N
         raise ValueError(f"basis must be ({dims}, k) with orthonormal columns, got {tuple(basis.shape)}")
     x = x.detach()
     n = x.shape[0]
-    with frozen(model):
+    with frozen(model), no_autotune():  # the active batch shrinks each step: no cuDNN re-tuning per size
         with torch.no_grad():
             clean_logits = check_finite_logits(model(x))
         ranked = clean_logits.topk(min(candidates, clean_logits.shape[1]), dim=1).indices

@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
+from ..accel import no_autotune
 from ._common import (check_finite_logits, check_images, check_labels, check_nonnegative, check_steps, fast_model,
                       frozen, margin_loss)
 
@@ -56,7 +57,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
     check_images(x)
     x = x.detach()
     n = x.shape[0]
-    with frozen(model):
+    with frozen(model), no_autotune():  # the active batch shrinks each step: no cuDNN re-tuning per size
         with torch.no_grad():
             clean_logits = check_finite_logits(model(x))
         total_classes = clean_logits.shape[1]

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..accel import no_autotune
 from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
 
 STEP_SLACK = 1e-4  # DeepFool's reference code adds this to each step so iterates do not stall on the boundary
@@ -45,7 +46,7 @@ def targeted_deepfool(model: nn.Module, x: torch.Tensor, target, *, overshoot: f
     n = x.shape[0]
     target = torch.as_tensor(target, device=x.device).long().expand(n).clone()
     r_total = torch.zeros_like(x)
-    with frozen(model):
+    with frozen(model), no_autotune():  # the active batch shrinks each step: no cuDNN re-tuning per size
         with torch.no_grad():
             clean_logits = check_finite_logits(model(x))
         original = clean_logits.argmax(1)

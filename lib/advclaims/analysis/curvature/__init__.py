@@ -1,6 +1,7 @@
 """Analyses of "With friends like these, who needs adversaries?" (Jetley, Lord & Torr, NeurIPS 2018): CV-1 .. CV-10.
 
-- ``operator``: Algorithm 1 (the mean curvature operator at boundary points, its decomposition) and CV-1
+- ``operator``: Algorithm 1 (the mean curvature operator at boundary points) and CV-1
+- ``decomposition``: its eigendecomposition (dense, or block Lanczos with a search for flat directions)
 - ``directions``: class scores along principal curvature directions, CV-2 .. CV-5
 - ``subspaces``: curvature and DeepFool-SVD subspaces, CV-6 .. CV-9
 - ``defence``: the down-sampling defence, CV-10

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import stats
+from ...accel import nondeterministic_allowed
 from ...attacks.confined_deepfool import confined_deepfool
 from ...evaluation import correct, predict
 from ...measurement import Measurement
@@ -33,6 +34,31 @@ def low_sides(size: int) -> list[int]:
     return [max(2, round(size * s / PAPER_SIDES[0])) for s in PAPER_SIDES]
 
 
+def _bicubic_resample(x: torch.Tensor, side: int) -> torch.Tensor:
+    low = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
+    return F.interpolate(low, size=x.shape[-2:], mode="bicubic", align_corners=False)
+
+
+class _Resample(torch.autograd.Function):
+    """The resampling with its backward (the same interpolate kernels, recomputed) run inside
+    ``nondeterministic_allowed``: CUDA has no deterministic bicubic/antialiased interpolate backward, so under
+    --repro-deterministic it warns (and the report lists it) instead of raising in DeepFool on the defended net."""
+
+    @staticmethod
+    def forward(ctx, x, side):
+        ctx.save_for_backward(x)
+        ctx.side = side
+        return _bicubic_resample(x, side)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad(), nondeterministic_allowed():
+            xg = x.detach().requires_grad_(True)
+            (gx,) = torch.autograd.grad(_bicubic_resample(xg, ctx.side), xg, grad)
+        return gx, None
+
+
 class Resampled(nn.Module):
     """x -> model(up(down(x))): bicubic down to d_low pixels a side and back up to the input size."""
 
@@ -43,8 +69,9 @@ class Resampled(nn.Module):
     def resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.side == x.shape[-1]:
             return x
-        low = F.interpolate(x, size=(self.side, self.side), mode="bicubic", align_corners=False, antialias=True)
-        return F.interpolate(low, size=x.shape[-2:], mode="bicubic", align_corners=False)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _Resample.apply(x, self.side)
+        return _bicubic_resample(x, self.side)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.resample(x))

@@ -174,11 +174,22 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, rho, 0.0)
 
 
+def partial_rank_correlation(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Spearman's partial rho of x and y controlling for z, along the last axis (rows as rank_correlation): the
+    rank correlation of x and y once each one's rank correlation with z is taken out; 0 where undefined (x or y
+    constant, or either perfectly rank-correlated with z)."""
+    rxy, rxz, ryz = rank_correlation(x, y), rank_correlation(x, z), rank_correlation(y, z)
+    den = np.sqrt(np.clip((1 - rxz ** 2) * (1 - ryz ** 2), 0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = (rxy - rxz * ryz) / den
+    return np.where(den > 1e-12, np.clip(rho, -1.0, 1.0), 0.0)
+
+
 def level_trend(per_image: np.ndarray, levels: np.ndarray) -> stats.Estimate:
     """Spearman's rho between the levels and the mean over images of per_image (n, L); bootstrap over images."""
     data = np.asarray(per_image, dtype=float)
     levels = np.asarray(levels, dtype=float)
-    return over_images(lambda i: rank_correlation(levels, data[i].mean(1)), len(data))
+    return over_images(lambda i: rank_correlation(levels, data[i].mean(1)), len(data), bounds=(-1.0, 1.0))
 
 
 def class_transitions(curves: ScoreCurves) -> Measurement:
@@ -201,7 +212,7 @@ def _transitions(curves: ScoreCurves) -> Measurement:
         "transition_trend": level_trend(per_image, curves.levels),
         # the median over images of the class-c score, per class, averaged over classes: (b, L) per b resamples
         "target_score_trend": over_images(
-            lambda i: rank_correlation(curves.levels, np.median(t_lv[..., i], -1).mean(0).T), n),
+            lambda i: rank_correlation(curves.levels, np.median(t_lv[..., i], -1).mean(0).T), n, bounds=(-1.0, 1.0)),
         "median_score_gap_at_max": over_images(
             lambda i: (np.median(t_lv[:, -1, i], -1) - np.median(o_lv[:, -1, i], -1)).mean(0), n),
     }

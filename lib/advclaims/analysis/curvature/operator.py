@@ -19,31 +19,30 @@ images into c. The eigenvectors are the same; only the order is reversed.
 Eigendecomposition, always of the operator's symmetric part: dense when D <= ``dense_limit`` (the operator
 applied to a seeded random orthonormal basis, spreading each probe over the image as the authors' Lanczos
 vectors are, then ``eigh`` of its symmetric part); otherwise block Lanczos with Rayleigh-Ritz on the symmetric
-part of the operator restricted to a Krylov basis (``_block_lanczos``), for the k most positive and k most
-negative curvatures; the uncomputed rest of the space is ranked among the flat directions by the measured
-curvature of random directions inside it.
+part of the operator restricted to a Krylov basis (``decomposition._block_lanczos``), for the k most positive and k most
+negative curvatures, grown into the complement toward flat directions; flat directions are ranked by measured
+|curvature| ||H u||, the never-measured rest by the median one of random directions inside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import nn
 
 from ... import stats
 from ...attacks import deepfool, frozen
-from ...iterations import cap, capped
+from ...iterations import capped
 from ...attacks.targeted_deepfool import targeted_deepfool
 from ...measurement import Measurement
 from . import figures as cfig
+from .decomposition import _block_lanczos, _dense
 
-CURVATURE_VERSION = 2  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
+CURVATURE_VERSION = 3  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
 STEP_BACK = 0.8        # the authors evaluate the Hessian at x + 0.8 r, just short of the boundary
 STEP_FACTOR = 10.0     # cdiff_adj_fac of the authors' code ("the value used in the experiments in the paper was 10")
 
@@ -210,13 +209,16 @@ class ClassCurvature:
     attacked: int
     seconds: float
     method: str
-    uncomputed_curvature: float = float("nan")  # block Lanczos: median curvature of random directions in the
-    #                                             uncomputed rest of the space (NaN entries of ``curvatures``)
+    uncomputed_curvature: float = float("nan")  # block Lanczos: median ||H z|| of random unit directions z in the
+    #                                             never-measured rest of the space (NaN entries of ``curvatures``)
+    flatness: torch.Tensor | None = None        # block Lanczos: measured ||H u|| of each direction (NaN: the rest);
+    #                                             None: the directions are eigenvectors, |curvature| is it
 
     _META = ("target", "points", "attacked", "seconds", "method", "uncomputed_curvature")
 
     def payload(self) -> dict:
-        return {k: getattr(self, k) for k in ("curvatures", "directions", "asym_gram", "sym_gram", "hv_gram")}
+        out = {k: getattr(self, k) for k in ("curvatures", "directions", "asym_gram", "sym_gram", "hv_gram")}
+        return out if self.flatness is None else {**out, "flatness": self.flatness}
 
     def meta(self) -> dict:
         return {k: getattr(self, k) for k in self._META}
@@ -224,11 +226,14 @@ class ClassCurvature:
     @classmethod
     def load(cls, payload: dict, meta: dict) -> "ClassCurvature":
         return cls(**{k: payload[k] for k in ("curvatures", "directions", "asym_gram", "sym_gram", "hv_gram")},
-                   **{k: meta[k] for k in cls._META if k in meta})
+                   **{k: meta[k] for k in cls._META if k in meta}, flatness=payload.get("flatness"))
 
     def abs_curvatures(self) -> torch.Tensor:
-        """|curvature| of every direction; an uncomputed one has the measured one of the rest of the space."""
-        return self.curvatures.abs().nan_to_num(nan=abs(self.uncomputed_curvature))
+        """Measured |curvature| of every direction, what flat directions are ranked by: ||H u|| where measured
+        (block Lanczos; for an eigenvector of the symmetric part it is |curvature|), else |u^T A u|; a never-measured
+        direction has the rest's measured median."""
+        own = self.curvatures.abs() if self.flatness is None else self.flatness
+        return own.nan_to_num(nan=abs(self.uncomputed_curvature))
 
 
 def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, h: float, settings: Settings,
@@ -249,85 +254,12 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     hv_gram = hv @ hv.T
     if dims <= settings.dense_limit:
         curv, dirs, asym, sym = _dense(op, g)
-        rest, method = float("nan"), "dense"
+        rest, method, flatness = float("nan"), "dense", None
     else:
-        curv, dirs, asym, sym, rest = _block_lanczos(op, g, settings.lanczos_k)
+        curv, dirs, asym, sym, rest, flatness = _block_lanczos(op, g, settings.lanczos_k)
         method = f"block Lanczos k={settings.lanczos_k}"
     return ClassCurvature(target, curv, dirs, asym, sym, hv_gram, len(points), attacked,
-                          time.perf_counter() - start, method, rest)
-
-
-def _dense(op: CurvatureOperator, g: torch.Generator):
-    dims = op.dims
-    basis = torch.linalg.qr(torch.randn(dims, dims, generator=g, dtype=torch.float64))[0]
-    cols = op.per_point(basis.T.float()).double().cpu()       # (N, D, D): row j is H_n q_j
-    a = cols @ basis                                          # a[n, j, i] = <q_i, H_n q_j>: A_n transposed
-    sym, anti = a + a.transpose(1, 2), a - a.transpose(1, 2)
-    sym_gram = torch.einsum("nij,mij->nm", sym, sym)
-    asym_gram = torch.einsum("nij,mij->nm", anti, anti)
-    values, vectors = torch.linalg.eigh(sym.mean(0) / 2)
-    order = values.argsort(descending=True)
-    return values[order].float(), (basis @ vectors[:, order]).float(), asym_gram.float(), sym_gram.float()
-
-
-def _apply(op: CurvatureOperator, basis: torch.Tensor) -> torch.Tensor:
-    """H q for the columns q of ``basis`` (D, b), as columns (D, b), in float64 on the CPU."""
-    return op(basis.T.to(op.points.dtype)).double().cpu().T
-
-
-def _orthonormalise(block: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """The part of ``block``'s columns orthogonal to q's (twice, for stability), orthonormalised."""
-    for _ in range(2):
-        block = block - q @ (q.T @ block)
-    u, s, _ = torch.linalg.svd(block, full_matrices=False)
-    return u[:, s > 1e-10 * max(float(s[0]), 1e-300)] if len(s) else u
-
-
-def _block_lanczos(op: CurvatureOperator, g: torch.Generator, k: int, *, block: int = 16, probes: int = 16):
-    """Block Lanczos with Rayleigh-Ritz on the symmetric part, for D too large for the dense path.
-
-    The operator is not a symmetric matrix (a finite step on a ReLU net is not even linear), so it cannot
-    go to a symmetric eigensolver as it is (the authors' eigs assumes it is). Instead, as the dense path
-    does on a whole basis: a block Krylov basis Q (D, m) is grown by applying H to the newest block,
-    T = Q^T H Q is formed from those same products, and its symmetric part (T + T^T) / 2 is diagonalised.
-    The m Ritz values are the curvatures along their Ritz vectors (u^T H u, measured); with m = 4k the k
-    at each end converge. The rest of the space (D - m directions) is left uncomputed (NaN), placed in the
-    order at the median Rayleigh quotient of ``probes`` random directions inside it, and ranked among the
-    flat directions by that measured |curvature|, never by position.
-    """
-    dims = op.dims
-    m = min(dims - 1, 4 * k)
-    block = max(1, min(block, m // 8))   # at least 8 Krylov steps: depth is what makes the ends converge
-    m = min(m, block * (1 + cap(math.ceil(m / block) - 1)))   # a preflight grows the basis a few blocks only
-    q = _orthonormalise(torch.randn(dims, block, generator=g, dtype=torch.float64),
-                        torch.zeros(dims, 0, dtype=torch.float64))
-    hq = _apply(op, q)
-    while q.shape[1] < m:
-        new = _orthonormalise(hq[:, -block:], q)[:, :m - q.shape[1]]
-        if new.shape[1] == 0:  # the Krylov space is invariant: restart it from a random block
-            new = _orthonormalise(torch.randn(dims, min(block, m - q.shape[1]), generator=g, dtype=torch.float64), q)
-        q, hq = torch.cat([q, new], 1), torch.cat([hq, _apply(op, new)], 1)
-    t = q.T @ hq
-    values, vectors = torch.linalg.eigh((t + t.T) / 2)
-    order = values.argsort(descending=True)
-    values, ritz = values[order], q @ vectors[:, order]
-    rest = torch.from_numpy(scipy.linalg.null_space(q.T.numpy()))           # (D, D - m), orthonormal
-    r = torch.randn(rest.shape[1], probes, generator=g, dtype=torch.float64)
-    r = rest @ (r / r.norm(dim=0, keepdim=True))                             # unit probes inside the rest
-    quotients = (r * _apply(op, r)).sum(0)
-    inside = float(quotients.median())
-    at = int((values > inside).sum())                                        # the rest sits where its curvature does
-    curv = torch.cat([values[:at], torch.full((rest.shape[1],), float("nan"), dtype=torch.float64), values[at:]])
-    dirs = torch.cat([ritz[:, :at], rest, ritz[:, at:]], 1)
-    # asymmetry of the raw operator from random probe pairs: <u, H v> - <v, H u> against <u, H v> + <v, H u>
-    uv = torch.randn(2 * probes, dims, generator=g, dtype=torch.float64).float()
-    uv = uv / uv.norm(dim=1, keepdim=True)
-    h_uv = op.per_point(uv).cpu()                                            # (N, 2P, D)
-    u, v = uv[:probes], uv[probes:]
-    uhv = (h_uv[:, probes:] * u).sum(-1)                                     # (N, P)
-    vhu = (h_uv[:, :probes] * v).sum(-1)
-    anti, sym = uhv - vhu, uhv + vhu
-    return curv.float(), dirs.float(), (anti @ anti.T).float(), (sym @ sym.T).float(), inside
+                          time.perf_counter() - start, method, rest, flatness)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ import torch
 
 from ... import stats
 from ...attacks import fgsm, frozen, universal_perturbation
+from ...evaluation import attack_batched
 from ...attacks.confined_deepfool import confined_deepfool
 from ...evaluation import correct
 from ...measurement import Measurement
 from . import figures as cfig
 from .operator import PrincipalCurvatures, Setup
-from .directions import over_images, rank_correlation, spearman_rho
+from .directions import over_images, partial_rank_correlation, spearman_rho
 
 KINDS = ("pos", "neg", "posneg", "flat")
 FRACTIONS = (0.125, 0.25, 0.5)   # "few directions": share of the input a subspace spans (subspace_fraction)
@@ -206,13 +207,24 @@ def accuracy_in_curvature_subspaces(setup: Setup, curv: PrincipalCurvatures) -> 
     )
 
 
-def saliency(model, x: torch.Tensor) -> torch.Tensor:
-    """Simonyan et al.'s saliency map: the gradient of the predicted class's score with respect to the image."""
+def saliency(model, x: torch.Tensor, *, batch: int = 256) -> torch.Tensor:
+    """Simonyan et al.'s saliency map: the gradient of the predicted class's score with respect to the image.
+    In batches of ``batch`` images: one backward's saved activations for 10,000 NiN images would be ~64 GB."""
+    parts = []
     with frozen(model):
-        xg = x.detach().requires_grad_(True)
-        logits = model(xg)
-        (g,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), xg)
-    return g
+        for i in range(0, len(x), batch):
+            xg = x[i:i + batch].detach().requires_grad_(True)
+            logits = model(xg)
+            (g,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), xg)
+            parts.append(g)
+    return torch.cat(parts) if parts else torch.zeros_like(x)
+
+
+def fgsm_directions(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, batch: int = 256) -> torch.Tensor:
+    """The unclipped FGSM step at ``eps`` per image (x_adv - x), in batches of ``batch`` images like saliency."""
+    if len(x) == 0:
+        return torch.zeros_like(x)
+    return attack_batched(fgsm, model, x, y, batch_size=batch, eps=eps, clip=False) - x
 
 
 def norm_fraction(v: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
@@ -231,7 +243,8 @@ def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_im
     uaps = torch.cat([universal_perturbation(model, chunk, eps=eps, norm="linf")
                       for chunk in x[:uap_images].chunk(uap_chunks)])
     return {"deepfool": deepfool_set.perturbation[deepfool_set.success],
-            "fgsm": fgsm(model, x, y, eps=eps, clip=False) - x, "uap": uaps, "saliency": saliency(model, x),
+            "fgsm": fgsm_directions(model, x, y, eps=eps, batch=setup.settings.batch), "uap": uaps,
+            "saliency": saliency(model, x, batch=setup.settings.batch),
             "random": torch.randn(x.shape, generator=g).to(x)}
 
 
@@ -319,8 +332,12 @@ def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | No
     hold by construction (a larger subspace holds every smaller one's perturbations and more of each image), so
     they are shown, not checked. Checked, at a "few directions" d: confined to S_hi(d), DeepFool needs less norm
     than confined to a random subspace of the same dimension (the attack "must exploit genuine classification
-    directions in order to achieve low norm", Sec. 4.3); and across images, those with a larger projection onto
-    S_hi(d) need a smaller confined perturbation (Spearman over images; Fig. 5's inverse relation, image by image).
+    directions in order to achieve low norm", Sec. 4.3); and across images, those with more of themselves in
+    S_hi(d) need a smaller confined perturbation (Fig. 5's inverse relation, image by image: "when the object
+    appearance is captured in any given subspace, the corresponding DeepFool perturbation becomes maximally
+    effective"). The projection's norm is confounded by the image's own norm (contrast), which the DeepFool norm
+    also follows, so the check is Spearman's partial rho of projection norm and confined norm controlling for
+    the image norm; the plain rho (confounded) and the rho of the share of the image inside S_hi(d) are shown.
     """
     model, x, label = setup.net, setup.test_x[:setup.settings.confined_images], setup.label
     dims = svd.vectors.shape[0]
@@ -348,22 +365,29 @@ def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | No
         if int(both.sum()) < 2 or int(ok.sum()) < 3:
             raise stats.Unmeasurable(f"confined DeepFool succeeded on {int(ok.sum())} of {n} images in S_hi({k}) and "
                                      f"on {int(both.sum())} in both S_hi({k}) and a random {k}-dimensional subspace")
-        p_ok, n_ok = proj[k][ok], norms[k][ok]
+        p_ok, n_ok, z_ok = proj[k][ok], norms[k][ok], image_norm[ok]
         statistics = {"hi_over_random_norm": stats.ratio_of_means(norms[k][both], rand_norm[both]),
-                      "norm_vs_projection_rho": over_images(lambda i: rank_correlation(p_ok[i], n_ok[i]), len(p_ok))}
-        # shown, not checked: the same with the share of the image inside S_hi(d), free of the image's own norm
-        share_rho = spearman_rho(p_ok / image_norm[ok], n_ok)
+                      "norm_vs_projection_partial_rho": over_images(
+                          lambda i: partial_rank_correlation(p_ok[i], n_ok[i], z_ok[i]), len(p_ok))}
+        # shown, not checked: the plain rho (confounded by the image norm) and the rho of the share of the image
+        # inside S_hi(d) (scale-free on the projection's side only)
+        plain_rho, share_rho = spearman_rho(p_ok, n_ok), spearman_rho(p_ok / z_ok, n_ok)
         return statistics, {"dims": k, "hi_norm": float(norms[k][both].mean()),
                             "random_norm": float(rand_norm[both].mean()), "hi_success": float(ok.mean()),
                             "random_success": float(rand_ok.mean()), "rho_images": int(ok.sum()),
-                            "rho_projection": statistics["norm_vs_projection_rho"].value,
-                            "rho_projection_share": share_rho}
+                            "rho_projection_partial": statistics["norm_vs_projection_partial_rho"].value,
+                            "rho_projection": plain_rho, "rho_projection_share": share_rho,
+                            "rho_image_norm_projection": spearman_rho(z_ok, p_ok),
+                            "rho_image_norm_confined_norm": spearman_rho(z_ok, n_ok)}
     statistics, sensitivity, few_rows = across_fractions(at)
     mean_norms = [r["confined_deepfool_norm"] for r in rows]
     return Measurement(
         statistics=statistics, n=n, sensitivity=sensitivity,
         values={"success_smallest_d": rows[0]["success"], "norm_trend_with_d": spearman_rho(grid, mean_norms),
-                "projection_trend_with_d": spearman_rho(grid, [r["projection_norm"] for r in rows])},
+                "projection_trend_with_d": spearman_rho(grid, [r["projection_norm"] for r in rows]),
+                **{f"norm_vs_projection_{kind}_rho": next(r[f"rho_projection{tail}"] for r in few_rows
+                                                           if r["subspace_fraction"] == FRACTION_DEFAULT)
+                   for kind, tail in (("plain", ""), ("share", "_share"))}},
         tables={"confined_deepfool": rows, "few_directions": few_rows},
         figures={"fig5": lambda path: cfig.confined_norms(path, rows, title=f"Fig. 5: confined DeepFool ({label})")},
     )

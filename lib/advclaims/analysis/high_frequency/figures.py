@@ -9,9 +9,10 @@ import numpy as np
 from ..figures import plt, save  # Agg is selected there, once for every figure module
 
 
-def split_half_ratios(path: Path, rows: list[dict], *, title: str, threshold: float = 0.3) -> None:
-    """HF-1: per stage, the worst class's split-half ratio with its 95% CI at each number of images per
-    class (the ratio is sampling noise: it falls as 1/sqrt(n)); every class's ratio (dots) at the largest."""
+def spread_ratios(path: Path, rows: list[dict], *, title: str, threshold: float = 1.0) -> None:
+    """HF-1: per stage, the worst class's spread ratio (RMS distance to the class mean over the distance to the
+    nearest other class mean) with its 95% CI at each number of images per class (n-free: the points should
+    agree); every class's ratio (dots) at the largest."""
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     sizes = sorted({r["images_per_class"] for r in rows})
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -19,16 +20,17 @@ def split_half_ratios(path: Path, rows: list[dict], *, title: str, threshold: fl
     for j, n in enumerate(sizes):
         at = {r["layer"]: r for r in rows if r["images_per_class"] == n}
         xs = [i + 0.12 * (j - (len(sizes) - 1) / 2) for i, layer in enumerate(layers) if layer in at]
-        worst = [at[layer]["worst_ratio"] for layer in layers if layer in at]
-        ci = np.array([at[layer]["worst_ratio_ci"] for layer in layers if layer in at])
+        worst = [at[layer]["worst_spread_ratio"] for layer in layers if layer in at]
+        ci = np.array([at[layer]["worst_spread_ratio_ci"] for layer in layers if layer in at])
         ax.errorbar(xs, worst, yerr=[np.subtract(worst, ci[:, 0]), np.subtract(ci[:, 1], worst)], fmt="o",
                     color=colors[j % len(colors)], capsize=3, zorder=3, label=f"worst class, {n} a class (95% CI)")
         if n == sizes[-1]:
             for x, layer in zip(xs, [layer for layer in layers if layer in at]):
-                ax.scatter([x] * len(at[layer]["per_class"]), at[layer]["per_class"], s=8, color="#888888", zorder=2)
+                per_class = at[layer]["per_class_spread_ratio"]
+                ax.scatter([x] * len(per_class), per_class, s=8, color="#888888", zorder=2)
     ax.axhline(threshold, ls="--", color="black", lw=1, label=f"claimed bound {threshold:g}")
     ax.set_xticks(range(len(layers)), layers, fontsize=8)
-    ax.set_ylabel("d(half A, half B) / d(mean, nearest class)", fontsize=8)
+    ax.set_ylabel("RMS d(image, class mean) / d(mean, nearest class)", fontsize=8)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)

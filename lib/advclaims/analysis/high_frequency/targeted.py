@@ -14,7 +14,7 @@ import torch
 
 from ... import stats
 from ...attacks import pgd
-from ...evaluation import attack_batched, predict
+from ...evaluation import predict
 from ...models import RESNET_STAGES
 from ...pipeline import (
     PIPELINE_VERSION,
@@ -57,11 +57,12 @@ def targeted_pgd_set(pipeline: Pipeline, model: TrainedModel, dataset: str, *, s
             "test_n": pipeline.budget.test_n, "seed": seed, "version": [PIPELINE_VERSION, TARGETED_VERSION],
             "targets": {"rule": "uniform over the other classes", "seed": seed,
                         "sha256": hashlib.sha256(target.numpy().tobytes()).hexdigest()}}
+    # keyed and attacked as Pipeline.adversarial is (precision, settings); a default CPU run adds nothing
+    spec.update({k: v for k, v in pipeline.attack_fields().items() if (k, v) != ("precision", "fp32")})
 
     def make():
-        g = torch.Generator().manual_seed(seed)
-        x_adv = attack_batched(pgd, model.module, x, target.to(x.device), batch_size=pipeline.budget.eval_batch,
-                               generator=g, **params)
+        x_adv = pipeline.attack_images(model, pgd, x, target.to(x.device), generator=torch.Generator().manual_seed(seed),
+                                       **params)
         return {"x_adv": x_adv.cpu(), "target": target}, {"images": len(y)}
 
     entry = pipeline.store.fetch("adversarial", spec, make, device=pipeline.device)

@@ -27,12 +27,13 @@ from ...attacks.nrf import nrf
 from ...evaluation import attack_batched
 from ...pipeline import AdversarialSet, Pipeline, TrainedModel
 from ...store import key_of
-from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, encode_all, fit_channel_masks,
-                                       split_at_last_conv_block)
+from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, encode_all, fit_channel_masks, predictions_of_channels,
+                         split_at_last_conv_block)
 
 SUITE_VERSION = 1    # bump when an attack or the bottleneck changes meaning: cached sets and masks rebuild
 OPTIMISER_STEPS = 200  # Adam steps of CW and NRF in the authors' code
 ATTACK_BATCH = 100   # images per call of the optimisation attacks (the authors' test batch size)
+MASK_LABELS = ("true", "predicted")  # the labels a mask is fitted with (the authors': true)
 
 # name -> (kind, keyword settings); attack_params adds eps, step sizes and step counts
 _NRF = {"c": 0.1, "lr": 0.1}
@@ -107,16 +108,24 @@ class EvaluationSuite:
         """Z = encode(x), at the split point of split_at_last_conv_block."""
         return encode_all(self.split, x, batch_size=self.pipeline.budget.eval_batch)
 
-    def masks(self, on: str = "clean", *, beta: float = BETA) -> ChannelMasks:
+    def masks(self, on: str = "clean", *, beta: float = BETA, labels: str = "true") -> ChannelMasks:
         """Masks fitted on the clean test images (``on="clean"``) or on an attack's adversarial
-        images (``on=<attack name>``), always with the true labels (the authors' find_features)."""
-        spec = self._spec(kind="ib_masks", on=on, beta=beta, fit_batch=FIT_BATCH)
+        images (``on=<attack name>``). ``labels="true"``: with the true labels, as the authors' find_features
+        does (each test image's own label then shapes the masks it is scored with); ``labels="predicted"``:
+        with the model's predictions on those images, which use no label (the sensitivity of IB-2)."""
+        if labels not in MASK_LABELS:
+            raise ValueError(f"labels must be one of {MASK_LABELS}, got {labels!r}")
+        extra = {} if labels == "true" else {"labels": labels}  # true-label masks keep their stored keys
+        spec = self._spec(kind="ib_masks", on=on, beta=beta, fit_batch=FIT_BATCH, **extra)
         key = key_of(spec)
         if key not in self.memo:
             x = self.x if on == "clean" else self.attack(on).x_adv
 
             def make():
-                masks = fit_channel_masks(self.split, self.features(x), self.y, beta=beta, seed=self.seed)
+                z = self.features(x)
+                y = self.y if labels == "true" else predictions_of_channels(
+                    self.split, z, torch.ones(z.shape[:2], device=z.device))
+                masks = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed)
                 return masks.as_payload(), {"robust_channels": masks.robust.sum(1).float().mean().item()}
 
             entry = self.pipeline.store.fetch("ib_masks", spec, make, device=self.pipeline.device)

@@ -1,0 +1,267 @@
+"""Issue 24 on the CPU: what the first GPU night needs, shown without a GPU (a mocked ``torch.cuda``, a "cuda"
+Pipeline that never touches the device, CPU equivalents). scripts/gpu_check.sh covers what only a GPU shows."""
+
+import contextlib
+import warnings
+
+import pytest
+import torch
+
+from advclaims import accel, distributed, training
+from advclaims.analysis.curvature import defence, subspaces
+from advclaims.pipeline import Pipeline
+from advclaims.store import Store, key_of
+
+
+@pytest.fixture(autouse=True)
+def _restore_backends():
+    """resolve() on "cuda" sets process-wide flags: put them back for the tests after."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+    torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved[2:4]
+    torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
+
+
+# -- 1. resume: loaded on the CPU whatever the training device ------------------------------------------------
+
+def test_a_resume_state_loads_for_a_cuda_run_with_cpu_generator_states(tmp_path, monkeypatch):
+    identity = {"recipe": {}, "seed": 3, "world": 1, "precision": "bf16", "images": 8, "format": training.RESUME_FORMAT}
+    g = torch.Generator().manual_seed(3)
+    payload = {"identity": identity, "generator": g.get_state(),
+               "rng": {"torch": torch.get_rng_state(), "cuda": torch.get_rng_state()}}
+    path = tmp_path / "x.resume.pt"
+    torch.save(payload, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # map_location="cuda" here would fail to load and be ignored with a warning
+        state = training._load_resume(path, identity, torch.device("cuda"))
+    assert state is not None
+    assert state["generator"].device.type == "cpu" and state["generator"].dtype == torch.uint8
+    torch.Generator().set_state(state["generator"])  # what _train does: a ByteTensor on the CPU is accepted
+    seen = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: seen.append((s.device.type, s.dtype)))
+    training._set_rng_state(state["rng"], torch.device("cuda"))
+    assert seen == [("cpu", torch.uint8)]
+
+
+# -- 2. store keys: what changes the numbers ---------------------------------------------------------------------
+
+def _pipe(tmp_path, device="cpu", **settings) -> Pipeline:
+    acc = accel.resolve(device, settings.pop("precision", "fp32"), settings.pop("compile", False), **settings)
+    return Pipeline(budget="smoke", store=Store(tmp_path), device=device, accel=acc, progress=False)
+
+
+def test_todays_default_cpu_keys_are_unchanged(tmp_path):
+    pipe = Pipeline(budget="smoke", store=Store(tmp_path), device="cpu", progress=False)
+    spec = pipe.model_spec("std", "fashion_mnist", arch="lenet")
+    assert set(spec) == {"arch", "width", "dataset", "role", "train_images", "budget", "seed", "recipe", "precision"}
+    # the stored smoke models' keys before issue 24 (~/.cache/advclaims/store/models/<key>.pt)
+    assert key_of(spec) == "e51eddd0f02d6e7d32c8"
+    assert key_of(pipe.model_spec("std", "fashion_mnist", arch="resnet18")) == "e22349eda1db769709c7"
+    assert pipe.attack_fields() == {"precision": "fp32"}
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"compile": True}, "compile"), ({"device": "cuda", "deterministic": True}, "deterministic"),
+    ({"device": "cuda", "tf32": True}, "tf32")])
+def test_model_keys_differ_by_compile_deterministic_and_tf32(tmp_path, settings, field):
+    device = settings.pop("device", "cpu")
+    base = _pipe(tmp_path, device).model_spec("adv", "fashion_mnist")
+    other = _pipe(tmp_path, device, **settings).model_spec("adv", "fashion_mnist")
+    assert other[field] is True and key_of(other) != key_of(base)
+    assert {k: v for k, v in other.items() if k != field} == base
+
+
+def test_cuda_fp32_is_full_precision_unless_tf32_is_asked_for(tmp_path):
+    acc = accel.resolve("cuda", "fp32", False)
+    assert not acc.tf32 and accel.tf32_settings() == {"cudnn_conv": "ieee", "cuda_matmul": "ieee"}
+    assert "tf32" not in _pipe(tmp_path, "cuda").model_spec("std", "fashion_mnist")
+    acc = accel.resolve("cuda", "fp32", False, tf32=True)
+    assert acc.tf32 and accel.tf32_settings()["cudnn_conv"] == "tf32"
+    assert not accel.resolve("cpu", tf32=True).tf32  # the CPU has no TF32: never keyed there
+
+
+def test_attack_set_keys_carry_precision_deterministic_and_tf32_but_not_compile(tmp_path):
+    assert _pipe(tmp_path, compile=True).attack_fields() == {"precision": "fp32"}  # attacks run eagerly
+    assert _pipe(tmp_path, "cuda", deterministic=True).attack_fields() == {"precision": "fp32", "deterministic": True}
+    # the CPU's kernels are deterministic either way: a CPU --repro-deterministic run reuses the stored models
+    assert _pipe(tmp_path, deterministic=True).model_spec("std", "fashion_mnist") == \
+        _pipe(tmp_path).model_spec("std", "fashion_mnist")
+    assert _pipe(tmp_path, "cuda", precision="bf16", tf32=True).attack_fields() == {"precision": "bf16", "tf32": True}
+
+
+def test_world_size_is_keyed_only_where_batchnorm_statistics_are_per_rank(tmp_path, monkeypatch):
+    pipe = _pipe(tmp_path)
+    single_resnet = pipe.model_spec("adv", "fashion_mnist", arch="resnet18")
+    single_lenet = pipe.model_spec("std", "fashion_mnist", arch="lenet")
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    ddp_resnet = pipe.model_spec("adv", "fashion_mnist", arch="resnet18")
+    assert ddp_resnet["world"] == 2 and key_of(ddp_resnet) != key_of(single_resnet)  # gloo: no SyncBatchNorm
+    assert pipe.model_spec("std", "fashion_mnist", arch="lenet") == single_lenet     # no BatchNorm: one model
+    cuda = _pipe(tmp_path, "cuda")  # CUDA DDP trains with SyncBatchNorm: the same model as one process
+    assert "world" not in cuda.model_spec("adv", "fashion_mnist", arch="resnet18")
+
+
+# -- 3. deterministic mode: warn_only only where no deterministic kernel exists ------------------------------------
+
+def test_resampling_backward_runs_warn_only_and_matches_plain_autograd():
+    net = defence.Resampled(torch.nn.Flatten(), side=5)
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    (expected,) = torch.autograd.grad(defence._bicubic_resample(x, 5).square().sum(), x)
+    seen = []
+    original = accel.nondeterministic_allowed
+
+    @contextlib.contextmanager
+    def spy():
+        with original():
+            seen.append(torch.is_deterministic_algorithms_warn_only_enabled())
+            yield
+
+    torch.use_deterministic_algorithms(True)
+    defence.nondeterministic_allowed = spy
+    try:
+        (got,) = torch.autograd.grad(net(x).square().sum(), x)
+    finally:
+        defence.nondeterministic_allowed = original
+    assert seen == [True]                                             # backward ran under warn_only
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.equal(got, expected)
+
+
+def test_the_report_lists_the_kernel_without_a_deterministic_version(tmp_path):
+    d = accel.determinism(accel.Accel(torch.device("cuda"), deterministic=True), threads=1)
+    assert any("interpolate" in op for op in d["nondeterministic"])
+    fast = accel.determinism(accel.Accel(torch.device("cuda")), threads=1)["nondeterministic"]
+    assert not any("adaptive" in op or "augmentation" in op for op in fast)  # not in it: a mean, never differentiated
+
+
+# -- 5. CV-7's saliency and FGSM on 10,000 images in batches -------------------------------------------------------
+
+class _Counting(torch.nn.Module):
+    """A linear classifier that records the largest batch it is given (peak activations scale with it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 3)
+        self.largest = 0
+
+    def forward(self, x):
+        self.largest = max(self.largest, x.shape[0])
+        return self.fc(x.flatten(1))
+
+
+def test_saliency_and_fgsm_on_10000_images_run_in_bounded_batches():
+    torch.manual_seed(0)
+    net, x = _Counting(), torch.rand(10_000, 1, 4, 4)
+    y = torch.randint(0, 3, (10_000,))
+    sal = subspaces.saliency(net, x, batch=256)
+    assert net.largest == 256
+    net.largest = 0
+    step = subspaces.fgsm_directions(net, x, y, eps=0.1, batch=256)
+    assert net.largest == 256
+    xg = x[:300].clone().requires_grad_(True)
+    logits = net.fc(xg.flatten(1))
+    (whole,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), xg)
+    assert torch.allclose(sal[:300], whole, atol=1e-6)
+    assert step.abs().max() <= 0.1 + 1e-6 and tuple(step.shape) == tuple(x.shape)
+
+
+# -- 6. the models a selection needs -----------------------------------------------------------------------------
+
+def test_advclaims_models_lists_the_sweep_and_every_seed(capsys):
+    from advclaims import cli
+
+    assert cli.main(["models", "--json", "--", "claims/test_local_properties.py", "-m", "fashion_mnist",
+                     "--repro-budget", "fast", "--repro-seeds", "2"]) == 0
+    import json
+    listing = json.loads(capsys.readouterr().out)
+    models = listing["models"]
+    assert listing["budget"] == "fast"
+    sweep = {(m["weight_decay"], m["seed"]) for m in models if m["role"] == "adv" and m["arch"] == "resnet18"}
+    assert sweep == {(wd, s) for wd in (1e-4, 5e-4, 1e-3, 5e-3) for s in (0, 1)}
+    assert all(m["trainable"] for m in models)
+    assert len({(m["dataset"], m["role"], m["arch"], m["seed"], m["weight_decay"]) for m in models}) == len(models)
+
+
+# -- 2b. LP-4's extension of a set: keyed and attacked as Pipeline.adversarial, labelled truthfully -----------------
+
+def _lenet_model() -> "TrainedModel":
+    from advclaims import models
+    from advclaims.pipeline import TrainedModel
+
+    torch.manual_seed(0)
+    net = models.build("lenet", in_channels=1, num_classes=10, input_size=28).eval()
+    return TrainedModel("STD", net, {"arch": "lenet"}, "k" * 20, {}, False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_spectrum_extension_is_keyed_and_attacked_as_the_pipelines_sets(tmp_path, monkeypatch, precision):
+    from advclaims import data as data_mod
+    from advclaims import pipeline as pipeline_mod
+    from advclaims.pipeline import AdversarialSet, attack_params
+
+    local_properties = pytest.importorskip("fixtures.local_properties")
+    pipe = _pipe(tmp_path, precision=precision)
+    try:
+        bundle = pipe.dataset("fashion_mnist")
+    except data_mod.DatasetMissing as err:
+        pytest.skip(str(err))
+    x, y = bundle.test.images(slice(0, 4)), bundle.test.y[:4]
+    base = AdversarialSet("pgd20", attack_params("pgd20", bundle.info.eps), "STD", x, x, y, {"model": "base"})
+    autocast = []
+    real = pipeline_mod.attack_batched
+    monkeypatch.setattr(pipeline_mod, "attack_batched",
+                        lambda *a, **k: autocast.append(torch.is_autocast_enabled("cpu")) or real(*a, **k))
+    mixed = local_properties._at_least(pipe, bundle, _lenet_model(), base, 6)
+    assert autocast == [precision == "bf16"] and len(mixed.y) == 6   # attacked through Pipeline.attack_images
+    base_spec, extension = mixed.spec["parts"]
+    assert base_spec == base.spec and mixed.spec["images"] == [0, 6]  # the mixed set names both of its parts
+    if precision == "fp32":  # today's key: no field added on a default CPU run
+        assert set(extension) == {"model", "attack", "params", "dataset", "images", "seed", "version"}
+    else:
+        assert extension["precision"] == "bf16"
+
+
+# -- 6b. compiled training: the partial last batch is dropped, and the compile counters are reported ---------------
+
+def test_compiled_training_drops_the_partial_last_batch_and_reports_no_recompile(monkeypatch):
+    import functools
+
+    from advclaims import data as data_mod
+    from advclaims import models
+
+    monkeypatch.setattr(accel.torch, "compile", functools.partial(torch.compile, backend="eager"))  # no C compiler
+    g = torch.Generator().manual_seed(0)
+    split = data_mod.Split("synthetic", torch.randint(0, 256, (300, 1, 28, 28), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 10, (300,), generator=g))
+    recipe = training.Recipe("standard", epochs=1, augment=False)
+
+    def run(compiled: bool) -> dict:
+        torch.manual_seed(0)
+        net = models.build("lenet", in_channels=1, num_classes=10, input_size=28)
+        return training.train(net, split, recipe, seed=0, progress=False,
+                              accel=accel.Accel(torch.device("cpu"), compile=compiled))
+
+    assert run(False)["steps"] == 3                      # eager: 128 + 128 + 44, every image
+    torch._dynamo.reset()
+    compiled = run(True)
+    assert compiled["steps"] == 2                        # compiled: the 44-image batch would recompile; dropped
+    assert compiled["compile"]["recompiles"] == 0 and compiled["compile"]["eager_fallbacks"] == 0
+
+
+# -- 4. each xdist worker's GPU is its current device ------------------------------------------------------------
+
+def test_a_pinned_worker_makes_its_gpu_the_current_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from advclaims import options
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: current.append(str(dev)))
+    config = SimpleNamespace(getoption=lambda name: "cuda", workerinput={"workerid": "gw1"})
+    assert str(options.device_of(config)) == "cuda:1" and current == ["cuda:1"]
+    cpu = SimpleNamespace(getoption=lambda name: "cpu", workerinput={"workerid": "gw1"})
+    assert str(options.device_of(cpu)) == "cpu" and current == ["cuda:1"]  # the CPU sets nothing

@@ -1,0 +1,362 @@
+"""A user's own checkpoint, trusted (issue 20): identity by weights, stage maps for a layout of one's own, an error
+row for any instance that raises, the reference probe of the health gate, and a user's model judged on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from advclaims import data, external, health, models
+from advclaims.analysis import responses
+from advclaims.cli import main as cli
+from advclaims.options import external_models, stage_maps
+from advclaims.pipeline import Pipeline
+from advclaims.store import Store
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+FM = data.info("fashion_mnist")
+STAGE_MAP = ",".join(f"{s}:inner.{s}" for s in models.RESNET_STAGES)  # the user's layout holds the ResNet as .inner
+
+
+def _tiny(width: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return models.build("resnet18", in_channels=1, num_classes=10, width=width, mean=FM.mean, std=FM.std,
+                        input_size=28).eval()
+
+
+class Wrapped(nn.Module):
+    """A layout of a user's own: the stages sit under other module paths."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.inner = net
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: the pieces
+
+
+def test_the_state_hash_follows_the_weights_not_the_object():
+    a, b = _tiny(), _tiny()
+    assert external.state_sha256(a) == external.state_sha256(b) == external.state_sha256(a.state_dict())
+    with torch.no_grad():
+        b.fc.weight[0, 0] += 1e-3
+    assert external.state_sha256(a) != external.state_sha256(b)
+
+
+def test_a_relative_checkpoint_path_resolves_against_the_invocation_directory(tmp_path, monkeypatch):
+    (tmp_path / "ckpt").mkdir()
+    torch.save(_tiny().state_dict(), tmp_path / "ckpt" / "m.pt")
+    monkeypatch.chdir(ROOT)  # pytest's own directory is elsewhere: the user's directory decides
+    [(slot, spec)] = external_models(["adv=resnet18:ckpt/m.pt"], base=tmp_path).items()
+    assert spec == f"resnet18:{(tmp_path / 'ckpt' / 'm.pt').resolve()}"
+    with pytest.raises(pytest.UsageError, match="no checkpoint file"):
+        external_models(["adv=resnet18:ckpt/m.pt"], base=ROOT)
+
+
+def test_an_entry_point_whose_module_is_not_importable_is_one_usage_error():
+    with pytest.raises(pytest.UsageError) as err:
+        external_models(["adv=no_such_user_module:load"])
+    text = str(err.value)
+    assert "\n" not in text and "not importable" in text and "PYTHONPATH" in text
+
+
+def test_a_key_mismatch_points_to_an_entry_point(tmp_path):
+    state = {f"body.{k}": v for k, v in _tiny().state_dict().items()}
+    torch.save(state, tmp_path / "m.pt")
+    with pytest.raises(external.ModelRefused, match="use module:callable for a layout of your own"):
+        external.build(external.parse_spec(f"resnet18:{tmp_path / 'm.pt'}"), "fashion_mnist")
+
+
+def test_stage_maps_parse_and_refuse_in_one_line():
+    assert stage_maps([f"adv={STAGE_MAP}"]) == {"adv": {s: f"inner.{s}" for s in models.RESNET_STAGES}}
+    for bad in ("adv=conv9:body.0", "adv=conv1", "nope=conv1:body.0", "adv=conv1:a,conv1:b"):
+        with pytest.raises(pytest.UsageError) as err:
+            stage_maps([bad])
+        assert "\n" not in str(err.value)
+
+
+def test_a_stage_map_finds_the_stages_of_a_users_layout_and_their_absence_names_them():
+    net = _tiny()
+    mine = Wrapped(net).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(external.StagesMissing) as err:
+        responses.stage_outputs(mine, x, models.RESNET_STAGES)
+    text = str(err.value)
+    external.set_stages(mine, None, "adv")
+    with pytest.raises(external.StagesMissing) as err:
+        responses.stage_outputs(mine, x, models.RESNET_STAGES)
+    text = str(err.value)
+    assert "\n" not in text and "conv1, layer0, layer1, layer2, layer3, layer4" in text
+    assert "--repro-stages adv=conv1:MODULE,layer0:MODULE" in text and "inner" in text
+    external.check_stages(mine, external.parse_stages(STAGE_MAP), "mine")
+    external.set_stages(mine, external.parse_stages(STAGE_MAP), "adv")
+    got, want = responses.stage_outputs(mine, x, models.RESNET_STAGES), responses.stage_outputs(net, x,
+                                                                                                models.RESNET_STAGES)
+    assert all(torch.equal(got[s], want[s]) for s in models.RESNET_STAGES)
+    with pytest.raises(external.ModelRefused, match="name no module"):
+        external.check_stages(mine, {"conv1": "body.0"}, "mine")
+
+
+def test_the_reference_probe_refuses_far_below_and_passes_near():
+    far = health.reference_failure({"clean_accuracy": 0.228, "eval_images": 1000}, 0.79, "the reference")
+    assert far and far.startswith("reference probe:") and "more than 15 points below the reference 79.0%" in far
+    assert health.reference_failure({"clean_accuracy": 0.70, "eval_images": 1000}, 0.79, "the reference") is None
+    # 0.62 of 100 images: its upper 95% bound (~0.72) is within 15 points of 0.79, so it is not refused
+    assert health.reference_failure({"clean_accuracy": 0.62, "eval_images": 100}, 0.79, "the reference") is None
+
+
+def test_any_exception_of_an_instance_is_an_error_row_and_counted(pytester, tmp_path):
+    (pytester.path / "expected").mkdir()
+    (pytester.path / "expected" / "local_properties.toml").write_text(textwrap.dedent('''
+        [claims.LP-7]
+        title = "t"
+        source = "s"
+        [[claims.LP-7.checks]]
+        statistic = "diff"
+        description = "d"
+        comparator = ">"
+        threshold = 0.0
+        basis = "protocol"
+        basis_note = "a test"
+    '''))
+    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
+    pytester.makepyfile(test_claim=textwrap.dedent('''
+        import pytest
+        from advclaims.plugin import on_datasets
+
+        @pytest.fixture
+        def dataset(request):
+            return request.param
+
+        @pytest.mark.claim("LP-7")
+        @on_datasets("cifar10", "fashion_mnist")
+        def test_claim(dataset, check):
+            if dataset == "cifar10":
+                {}["a key nobody set"]   # any exception, not one the suite knows
+            raise ZeroDivisionError("in the body")
+    '''))
+    result = pytester.runpytest(f"--repro-report={tmp_path / 'r'}")
+    result.assert_outcomes(failed=2)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = {r["dataset"]: r for r in report["claims"]}
+    assert rows["cifar10"]["error"].startswith("KeyError: 'a key nobody set' (at test_claim.py:")
+    assert rows["fashion_mnist"]["error"].startswith("ZeroDivisionError: in the body")
+    assert {r["outcome"] for r in rows.values()} == {"error"} and report["summary"]["errors"] == 2
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "2 raised an error" in md and md.count("| error |") == 2
+    assert "2 of 2 instances raised an error" in result.stdout.str()
+
+
+# ---------------------------------------------------------------------------------------------
+# through the pipeline, the CLI and pytest runs, on the suite's smoke models exported as a user's files
+
+USER_MODULE = '''
+import os
+import torch
+from torch import nn
+from advclaims import data, models
+
+class TinyFashionNet(nn.Module):
+    """The user's layout: a ResNet-18 kept under .inner, its weights read from one fixed file."""
+    def __init__(self, state):
+        super().__init__()
+        meta = data.info("fashion_mnist")
+        self.inner = models.build("resnet18", in_channels=1, num_classes=10, width=state["conv1.weight"].shape[0],
+                                  mean=meta.mean, std=meta.std)
+        self.inner.load_state_dict(state)
+    def forward(self, x):
+        return self.inner(x)
+
+class Fails(TinyFashionNet):
+    def forward(self, x):
+        if len(x) > 2:
+            raise RuntimeError("this model breaks on batches of more than two images")
+        return self.inner(x)
+
+class Permuted(TinyFashionNet):   # classes 0-5 in another order
+    def forward(self, x):
+        return self.inner(x)[:, [1, 0, 3, 2, 5, 4, 6, 7, 8, 9]]
+
+class Unnormalised(nn.Module):    # trained on normalised input, with no normalisation inside
+    def __init__(self, state):
+        super().__init__()
+        self.inner = models.build("resnet18", in_channels=1, num_classes=10, width=state["conv1.weight"].shape[0],
+                                  mean=(0.0,), std=(1.0,))
+        own = self.inner.state_dict()  # its identity normalisation replaces the one the weights were trained with
+        self.inner.load_state_dict({**state, "normalize.mean": own["normalize.mean"], "normalize.std": own["normalize.std"]})
+    def forward(self, x):
+        return self.inner(x)
+
+def _state():
+    return torch.load(os.path.join(os.path.dirname(__file__), "weights.pt"), weights_only=True)
+
+def load():
+    return TinyFashionNet(_state())
+
+def fails():
+    return Fails(_state())
+
+def permuted():
+    return Permuted(_state())
+
+def unnormalised():
+    return Unnormalised(_state())
+'''
+
+
+def _fashion_mnist_or_skip():
+    try:
+        data.read_arrays("fashion_mnist", "test", data.default_root(), limit=1)
+    except data.DatasetMissing as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def suite_models():
+    """Two STD ResNet-18 the claims train on Fashion-MNIST at smoke (seeds 0 and 1, the shared store): the weights
+    a user swaps behind one file."""
+    _fashion_mnist_or_skip()
+    pipe = Pipeline(budget="smoke", progress=False)
+    return {f"std{seed}": pipe.model("std", "fashion_mnist", seed=seed) for seed in (0, 1)}
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch, suite_models):
+    """A user's folder: user_layout.py (on sys.path and PYTHONPATH) reading weights.pt; ``put(which)`` writes one
+    of ``suite_models`` into weights.pt."""
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "user_layout.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+    def put(which):
+        torch.save(suite_models[which].module.state_dict(), folder / "weights.pt")
+
+    return SimpleNamespace(path=folder, put=put)
+
+
+HF3 = ("claims/test_high_frequency.py", "high_frequency_part_of_a_perturbation")
+LP7 = ("claims/test_local_properties.py", "fgsm_is_weaker_than_pgd20")
+LP8 = ("claims/test_local_properties.py", "larger_local_response_differences")
+
+
+def _claims(*args, report: Path, claim=HF3, ok=(0,)) -> tuple[dict, str]:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / claim[0]), "-m", "fashion_mnist", "-p", "no:xdist",
+           "-p", "no:cacheprovider", "-q", "--repro-budget", "smoke", "--repro-seeds", "1", "--repro-quiet",
+           "--repro-report", str(report), "-k", claim[1], *args]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=dict(os.environ))
+    assert run.returncode in ok, run.stdout[-3000:] + run.stderr[-2000:]
+    return json.loads((report / "report.json").read_text()), run.stdout
+
+
+def _sets_of(store: Store, key: str) -> set[str]:
+    return {p.stem for p in (store.root / "adversarial").glob("*.json")
+            if json.loads(p.read_text())["spec"].get("model") == key}
+
+
+@pytest.mark.slow
+def test_other_weights_behind_one_entry_point_are_another_model(user_dir, suite_models, tmp_path):
+    store = Store()  # the shared store: the reference probe reads the suite's own STD there
+    user_dir.put("std0")
+    first, _ = _claims("--repro-model", "std=user_layout:load", report=tmp_path / "first")
+    user_dir.put("std1")  # same module, same path, other weights
+    second, out = _claims("--repro-model", "std=user_layout:load", report=tmp_path / "second")
+    [a], [b] = first["models"], second["models"]
+    assert a["key"] != b["key"] and a["source"]["state_sha256"] != b["source"]["state_sha256"]
+    assert a["source"]["sha256"] == b["source"]["sha256"]  # the code did not change: the weights did
+    assert b["source"]["weights"] == [external.weights_file(user_dir.path / "weights.pt")]
+    assert a["pgd20_accuracy"] == pytest.approx(suite_models["std0"].metrics["pgd20_accuracy"])
+    assert b["clean_accuracy"] == pytest.approx(suite_models["std1"].metrics["clean_accuracy"])
+    assert b["pgd20_accuracy"] == pytest.approx(suite_models["std1"].metrics["pgd20_accuracy"])
+    sets_a, sets_b = _sets_of(store, a["key"]), _sets_of(store, b["key"])
+    assert sets_a and sets_b and not sets_a & sets_b  # the targeted PGD-20 set, made on each model
+    assert first["claims"][0]["outcome"] == second["claims"][0]["outcome"] == "own model"
+    md = (tmp_path / "second" / "report.md").read_text()
+    assert str((user_dir.path / "weights.pt").resolve()) in md and f"{b['clean_accuracy']:.4g}" in md
+    assert "held against the suite's own STD resnet18 at the smoke budget" in out
+
+
+@pytest.mark.slow
+def test_reimporting_a_name_with_other_weights_refuses_then_replaces(user_dir, suite_models, tmp_path, capsys):
+    cache = str(tmp_path / "store")  # a store of its own: the published accuracy is the reference, nothing trains
+    args = ["import", "user_layout:load", "--role", "std", "--dataset", "fashion_mnist", "--name", "mine",
+            "--published-clean", "0.8", "--cache", cache]
+    user_dir.put("std0")
+    assert cli(args) == 0
+    first, _ = _claims("--repro-model", "std=mine", "--repro-cache", cache, report=tmp_path / "first")
+    user_dir.put("std1")
+    capsys.readouterr()
+    assert cli(args) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert "\n" not in refusal and "already imported" in refusal and "other weights" in refusal \
+        and "--replace" in refusal
+    assert cli([*args, "--replace"]) == 0
+    second, _ = _claims("--repro-model", "std=mine", "--repro-cache", cache, report=tmp_path / "second")
+    [a], [b] = first["models"], second["models"]
+    assert a["key"] != b["key"] and b["source"]["name"] == "mine"
+    assert a["clean_accuracy"] == pytest.approx(suite_models["std0"].metrics["clean_accuracy"])
+    assert b["clean_accuracy"] == pytest.approx(suite_models["std1"].metrics["clean_accuracy"])
+    store = Store(cache)
+    sets_a, sets_b = _sets_of(store, a["key"]), _sets_of(store, b["key"])
+    assert sets_a and sets_b and not sets_a & sets_b
+    assert not (Path(cache) / "models").exists()  # the published accuracy was the reference: nothing trained
+
+
+@pytest.mark.slow
+def test_lp8_on_a_users_layout_is_an_error_row_without_a_stage_map_and_a_verdict_with_one(user_dir, tmp_path):
+    user_dir.put("std1")  # the user's model in the adv role; LP-8's STD partner is the suite's own
+    assert cli(["import", "user_layout:load", "--role", "adv", "--dataset", "fashion_mnist", "--name",
+                "test-own-layout", "--published-clean", "0.8", "--replace"]) == 0  # the shared store
+    given = ("--repro-model", "adv=test-own-layout")
+    without, out = _claims(*given, claim=LP8, report=tmp_path / "without", ok=(1,))
+    [row] = without["claims"]
+    assert row["claim"] == "LP-8" and row["outcome"] == "error" and without["summary"]["errors"] == 1
+    assert "StagesMissing" in row["error"] and "--repro-stages adv=conv1:MODULE" in row["error"]
+    md = (tmp_path / "without" / "report.md").read_text()
+    assert "| LP-8 |" in md and "1 raised an error" in md
+    with_map, out = _claims(*given, "--repro-stages", f"adv={STAGE_MAP}", claim=LP8, report=tmp_path / "with")
+    [row] = with_map["claims"]
+    assert row["outcome"] == "own model" and row["verdict"] in ("reproduced", "contradicted", "inconclusive")
+    assert all(c["value"] is not None for c in row["checks"])
+    assert "compared your model with the suite's own STD" in out  # the partner the suite trained, named
+
+
+@pytest.mark.slow  # ~35 s on a loaded machine (a pytest run in a subprocess)
+def test_an_instance_whose_model_breaks_in_the_pipeline_is_an_error_row(user_dir, tmp_path):
+    user_dir.put("std0")
+    report, _ = _claims("--repro-model", "std=user_layout:fails", "--repro-cache", str(tmp_path / "store"),
+                        report=tmp_path / "r", ok=(1,))
+    [row] = report["claims"]
+    assert row["outcome"] == "error" and row["error"].startswith("RuntimeError: this model breaks on batches")
+    assert report["summary"]["errors"] == 1 and report["summary"]["total"] == 1
+    assert "RuntimeError" in (tmp_path / "r" / "report.md").read_text()
+
+
+@pytest.mark.slow  # ~10 s alone, 35 s on a loaded machine: PGD-20 on 1000 images for the health gate
+@pytest.mark.parametrize("entry, probe", [("user_layout:permuted", "reference probe:"),
+                                          ("user_layout:unnormalised", "probe:")])
+def test_a_wrong_class_order_or_pixel_range_is_refused(user_dir, entry, probe):
+    user_dir.put("std0")
+    pipe = Pipeline(budget="smoke", progress=False)  # the shared store: the suite's STD is the reference
+    with pytest.raises(health.ModelUnhealthy) as err:
+        pipe.import_model(entry, "std", "fashion_mnist", name="wrong")
+    text = str(err.value)
+    print(text)
+    assert "\n" not in text and probe in text and "normalises inside its forward" in text
+    assert "classes are in the dataset's order" in text
