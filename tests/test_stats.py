@@ -318,3 +318,13 @@ def test_each_budget_has_its_seeds_and_deciding_scope():
     assert budgets.get("paper").deciding_scope(1)[0] == "models"
     assert budgets.get("fast").deciding_scope(3, external=True)[0] == "models"
     assert budgets.get("smoke").deciding_scope(3) == ("models", None)
+
+
+def test_pool_of_exact_statistics_that_differ_keeps_the_models_scope_exact():
+    per_seed = [stats.exact(v, 10) for v in (0.2, 0.4, 0.3)]
+    pooled = stats.pool(per_seed)
+    models = pooled.at_scope(stats.MODELS)
+    assert models.method == "exact" and models.value == pytest.approx(0.3) and not models.degenerate
+    half = stats.sps.t.ppf(0.975, 2) * np.std([0.2, 0.4, 0.3], ddof=1) / np.sqrt(3)
+    assert pooled.scope == stats.RECIPE and (pooled.low, pooled.high) == pytest.approx((0.3 - half, 0.3 + half))
+    assert stats.verdict(models, ">", 0.25) is Verdict.REPRODUCED

@@ -285,8 +285,18 @@ def pool(estimates: Sequence[Estimate], *, n_resamples: int = N_RESAMPLES, seed:
     # data of that seed cannot put the statistic on either side, so neither can the pool (inconclusive)
     common = dict(n=estimates[0].n, confidence=confidence, per_seed=tuple(estimates), uninformative=uninformative,
                   degenerate_on_seeds=f"on {len(zero)} of {k} seeds: {zero[0]}" if zero else None)
-    if all(e.method == "exact" for e in estimates) and np.ptp(values) == 0:
-        return exact(value, estimates[0].n)
+    if all(e.method == "exact" for e in estimates):
+        if np.ptp(values) == 0:
+            return exact(value, estimates[0].n)
+        # exact on every seed but differing: the mean over these models is known exactly; over the recipe, the
+        # seeds' spread is the only variance (t with k - 1 df on s^2/k)
+        half = lambda level: sps.t.ppf(0.5 + level / 2, k - 1) * math.sqrt(float(np.var(values, ddof=1)) / k)
+        models = replace(exact(value, estimates[0].n), per_seed=tuple(estimates))
+        return Estimate(value, value - half(confidence), value + half(confidence), estimates[0].n, confidence,
+                        f"random effects over {k} seeds of an exact statistic: t ({k - 1} df) on s^2/k",
+                        per_seed=tuple(estimates), scope=RECIPE, other=models,
+                        covers=f"training seeds ({k}) and the method's random draws (they follow the seed)",
+                        at_level=lambda level: (value - half(level), value + half(level)))
     finite = all(e.finite for e in estimates)
     v_img, mean_rep, how = _image_variance(estimates) if finite else (float("nan"), None, "")
     if not all(e.method == "exact" for e in estimates) and not finite:
