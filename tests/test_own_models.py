@@ -20,6 +20,7 @@ from advclaims.analysis import responses
 from advclaims.cli import main as cli
 from advclaims.options import external_models, stage_maps
 from advclaims.pipeline import Pipeline
+from advclaims.reporting import ERROR_CHARS, error_line
 from advclaims.store import Store
 
 pytest_plugins = ["pytester"]
@@ -118,6 +119,19 @@ def test_the_reference_probe_refuses_far_below_and_passes_near():
     assert health.reference_failure({"clean_accuracy": 0.70, "eval_images": 1000}, 0.79, "the reference") is None
     # 0.62 of 100 images: its upper 95% bound (~0.72) is within 15 points of 0.79, so it is not refused
     assert health.reference_failure({"clean_accuracy": 0.62, "eval_images": 100}, 0.79, "the reference") is None
+
+
+def test_an_error_row_keeps_a_one_line_user_error_whole_and_cuts_any_other():
+    long = "a stage map to pass: " + ", ".join(f"layer{i}:body.{i}" for i in range(60))  # past ERROR_CHARS
+    assert len(long) > ERROR_CHARS
+    for error, whole in ((external.StagesMissing(long), True), (health.ModelUnhealthy(long), True),
+                         (RuntimeError(long), False)):
+        with pytest.raises(type(error)) as info:
+            raise error
+        line = error_line(info, None)
+        assert (long in line) is whole and line.startswith(type(error).__name__)
+        if not whole:
+            assert long[:ERROR_CHARS] in line and "(at test_own_models.py:" in line
 
 
 def test_any_exception_of_an_instance_is_an_error_row_and_counted(pytester, tmp_path):

@@ -42,13 +42,20 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+ERROR_CHARS = 400  # an error row keeps this much of an exception's first line (a user's one-line error: all of it)
+
+
 def error_line(excinfo, report) -> str:
-    """One line for an error row: the exception's type, its first line, and where it was raised."""
+    """One line for an error row: the exception's type, its first line, and where it was raised. A one-line
+    error of the suite's (a refused model, stages missing, the health gate) is kept whole: it names what to
+    pass; any other message is cut, as a traceback is."""
     if excinfo is None:
         text = str(report.longrepr).strip().splitlines()
         return text[-1][:300] if text else "failed"
     err = excinfo.value
-    first = (str(err).strip().splitlines() or [""])[0][:400]
+    first = (str(err).strip().splitlines() or [""])[0]
+    if not isinstance(err, _ONE_LINE):
+        first = first[:ERROR_CHARS]
     where = ""
     if not isinstance(err, _ONE_LINE):
         entry = excinfo.traceback[-1]
