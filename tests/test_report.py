@@ -124,3 +124,25 @@ def test_a_claim_prints_its_scope_and_levels_and_a_trend_its_p_values_not_an_int
             "99.6% for 13 deciding checks (Bonferroni)") in md
     assert "rho -1 (p 1 increasing, 0.0417 decreasing; exact permutation test over 4 models)" in md
     assert "2 [1.5, 2.5]; at 99.6% [0.4, 1.2]" in md
+
+
+def _own(r: dict, kind: str = "entry_point", reference: dict | None = None) -> dict:
+    """``r`` on a user's model (an external model among the ones it used)."""
+    r["models"] = [{"key": "mine", "label": "ADV (mine.pt)", "arch": "resnet18", "dataset": r["dataset"],
+                    "source": {"kind": kind, "spec": "mymodels:load", "sha256": "0" * 64,
+                               **({"reference": reference} if reference else {})},
+                    "clean_accuracy": 0.8}]
+    return r
+
+
+def test_the_summary_holds_only_the_suites_own_verdicts_against_expected_and_counts_errors_apart():
+    error = dict(record(claim="LP-9", verdict="inconclusive", outcome="error"), error="RuntimeError: boom")
+    own_error = _own(dict(record(claim="LP-10", verdict="inconclusive", outcome="error"), error="ModelUnhealthy: x"))
+    recs = [record(), record(claim="LP-7", outcome="failed", verdict="contradicted"), error, own_error,
+            _own(record(claim="LP-11", outcome="own model"))]
+    s = report.summary(recs)
+    assert (s["reproduced"], s["contradicted"], s["inconclusive"]) == (2, 1, 0)  # an error row has no verdict
+    assert (s["as_expected"], s["held"], s["errors"], s["own_model"], s["total"]) == (1, 2, 2, 1, 5)
+    md = report.markdown(report.build(recs, budget="smoke", argv=[]))
+    assert ("verdicts: 2 reproduced, 1 contradicted, 0 inconclusive; 1 of 2 as `expected/` records; 2 raised an "
+            "error (no verdict, counted in none of the above); 1 on your own models") in md

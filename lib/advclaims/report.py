@@ -65,16 +65,41 @@ def headline(r: dict) -> dict:
                 next((c for c in r["checks"] if c["verdict"] != "uninformative"), r["checks"][0]))
 
 
+HELD = ("passed", "known finding", "unstable", "failed")  # the outcomes of instances held against expected/
+
+
 def summary(records: list[dict]) -> dict:
+    """The counts of a run. Verdicts count the instances that have one (an error row has none); "held" counts
+    those held against `expected/` (not proxy data, not a user's model, not an error), "as_expected" those of
+    them that agree with it; errors are counted apart."""
     counts = {"reproduced": 0, "contradicted": 0, "inconclusive": 0}
     for r in records:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+        if r["outcome"] != "error":
+            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     counts["as_expected"] = sum(r["outcome"] in ("passed", "known finding", "unstable") for r in records)
+    counts["held"] = sum(r["outcome"] in HELD for r in records)
     counts["proxy"] = sum(r["outcome"] == "proxy data" for r in records)
     counts["own_model"] = sum(r["outcome"] == "own model" for r in records)
     counts["errors"] = sum(r["outcome"] == "error" for r in records)
     counts["total"] = len(records)
     return counts
+
+
+def counts_line(s: dict) -> str:
+    """The summary in one line: verdicts of the instances that have one, how many of those held against
+    `expected/` agree with it, and apart: errors (no verdict), a user's models, proxy data."""
+    held = s.get("held", s["total"] - s.get("proxy", 0) - s.get("own_model", 0) - s.get("errors", 0))
+    line = (f"verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} "
+            f"inconclusive; {s['as_expected']} of {held} as `expected/` records")
+    if s.get("errors"):
+        line += f"; {s['errors']} raised an error (no verdict, counted in none of the above)"
+    if s.get("own_model"):
+        line += (f"; {s['own_model']} on your own models (verdicts shown, never held against `expected/`'s records "
+                 f"about the suite's models)")
+    if s.get("proxy"):
+        line += (f"; {s['proxy']} on proxy data (another dataset's content in this one's layout: verdicts recorded, "
+                 f"never held against `expected/`)")
+    return line
 
 
 def build(records: list[dict], *, budget: str, argv: list[str], device: str = "cpu",
@@ -193,13 +218,7 @@ def markdown(report: dict) -> str:
         f"- budget: **{report['budget']}**; created {report['created']}; commit {report['commit'] or 'unknown'}",
         f"- machine: {m['device']}, torch {m['torch']}, python {m['python']}, {m['threads']} threads",
         f"- command: `{report['command']}`",
-        f"- verdicts: {s['reproduced']} reproduced, {s['contradicted']} contradicted, {s['inconclusive']} inconclusive; "
-        f"{s['as_expected']} of {s['total'] - s.get('proxy', 0) - s.get('own_model', 0)} as `expected/` records"
-        + (f"; {s['errors']} raised an error (no verdict; inconclusive in the counts above)" if s.get("errors") else "")
-        + (f"; {s['own_model']} on your own models (verdicts shown, never held against `expected/`'s records "
-           f"about the suite's models)" if s.get("own_model") else "")
-        + (f"; {s['proxy']} on proxy data (another dataset's content in this one's layout: verdicts recorded, "
-           f"never held against `expected/`)" if s.get("proxy") else ""),
+        f"- {counts_line(s)}",
         *_determinism_lines(report.get("determinism") or {}),
         "",
         "A claim is *reproduced* when the 95% interval of every deciding statistic lies wholly on the claimed",

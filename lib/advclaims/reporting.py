@@ -151,6 +151,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if s.get("errors"):
         tr.write_line(f"{s['errors']} of {s['total']} instances raised an error (outcome error): no verdict; "
                       f"the report has a row for each with its one line")
+    tr.write_line(report_mod.counts_line(s))
     out = config.getoption("--repro-report")
     if out:
         tr.write_line(f"report: {Path(out) / 'report.md'}")
