@@ -6,6 +6,8 @@ import pytest
 
 from advclaims import report
 
+pytest_plugins = ["pytester"]
+
 
 def record(claim="LP-8", dataset="fashion_mnist", verdict="reproduced", value=2.0, low=1.5, high=2.5,
            outcome="passed"):
@@ -146,3 +148,61 @@ def test_the_summary_holds_only_the_suites_own_verdicts_against_expected_and_cou
     md = report.markdown(report.build(recs, budget="smoke", argv=[]))
     assert ("verdicts: 2 reproduced, 1 contradicted, 0 inconclusive; 1 of 2 as `expected/` records; 2 raised an "
             "error (no verdict, counted in none of the above); 1 on your own models") in md
+
+
+CRASH_EXPECTED = '''
+[claims.LP-7]
+title = "t"
+source = "s"
+[[claims.LP-7.checks]]
+statistic = "diff"
+description = "d"
+comparator = ">"
+threshold = 0.0
+basis = "protocol"
+basis_note = "a test"
+'''
+
+CRASH = '''
+import os
+import signal
+
+import numpy as np
+import pytest
+from advclaims import stats
+from advclaims.measurement import Measurement
+from advclaims.plugin import on_datasets
+
+@pytest.fixture
+def dataset(request):
+    return request.param
+
+@pytest.mark.claim("LP-7")
+@on_datasets("fashion_mnist", "cifar10")
+def test_claim(dataset, check):
+    if dataset == "cifar10":
+        os.kill(os.getpid(), signal.SIGKILL)   # as the kernel's OOM killer does
+    check(Measurement(statistics={"diff": stats.mean(np.random.default_rng(0).normal(1, 0.1, 50))}, n=50))
+
+def test_not_a_claim():
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_an_instance_whose_worker_is_killed_is_an_error_row(pytester, tmp_path):
+    (pytester.path / "expected").mkdir()
+    (pytester.path / "expected" / "local_properties.toml").write_text(CRASH_EXPECTED)
+    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
+    pytester.makepyfile(test_crash=CRASH)
+    out = tmp_path / "r"
+    result = pytester.runpytest_subprocess("-n", "2", f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
+    result.stdout.fnmatch_lines(["*crashed while running*", "*1 of 2 instances raised an error*"])
+    built = json.loads((out / "report.json").read_text())
+    rows = {r["variant"]: r for r in built["claims"]}
+    assert set(rows) == {"fashion_mnist", "cifar10"}  # a test that is no claim gets no row
+    crashed = rows["cifar10"]
+    assert crashed["claim"] == "LP-7" and crashed["outcome"] == "error" and crashed["verdict"] == "inconclusive"
+    assert "crashed while running" in crashed["error"] and "killed for memory" in crashed["error"]
+    assert built["summary"]["errors"] == 1 and built["summary"]["as_expected"] == built["summary"]["held"] == 1
+    md = (out / "report.md").read_text()
+    assert "| LP-7 | cifar10 |" in md and "1 raised an error" in md and "**Error** (no verdict): worker" in md

@@ -1,9 +1,11 @@
 """Records of every claim instance (also from xdist workers) become report.json, report.md and figures,
 saved runs and their comparison, and the terminal table. An instance that raised (any exception, in setup or
-in its body) is a record too: an error row with the exception's one line, counted in the summary."""
+in its body) is a record too: an error row with the exception's one line, counted in the summary; so is an
+instance whose xdist worker died (killed for memory, a segfault), which sent no record (``crash_record``)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import warnings
@@ -12,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from . import accel as accel_mod
+from . import data as data_mod
 from . import external as external_mod
 from .health import ModelUnhealthy
 from . import report as report_mod
-from .options import accel_of, device_of, storage_of, worker_threads
-from .verdicts import PROPERTY, _publish, _record
+from .options import CATALOGUE, accel_of, device_of, seeds_of, storage_of, worker_threads
+from .verdicts import PROPERTY, _proxy, _publish, _record, _unmeasured
 
 RECORDS = pytest.StashKey[list]()
 _ONE_LINE = (external_mod.ModelRefused, ModelUnhealthy)  # errors whose message already says what to do
@@ -70,19 +73,88 @@ def pytest_runtest_logreport(report):
         if name == PROPERTY:
             record = json.loads(value)
             _session_records[record["nodeid"]] = record
+    if report.failed and "crashed while running" in str(report.longrepr):
+        # pytest-xdist's report for an instance whose worker died (as advclaims.preflight reads it for its rows):
+        # the worker sent no record; sessionfinish turns a claim instance's into an error row
+        _crashed[report.nodeid] = str(report.longrepr).strip().splitlines()[0][:300]
 
 
 _session_records: dict[str, dict] = {}
+_crashed: dict[str, str] = {}  # node id -> xdist's line, for instances whose worker died
+
+
+def _claim_of(rootpath: Path, nodeid: str) -> str | None:
+    """The claim id of a test by its node id, read off its ``@pytest.mark.claim("ID")`` in the source (the
+    controller of an xdist run has no items to ask), or None when it has none."""
+    parts = nodeid.split("::")
+    try:
+        tree = ast.parse((Path(rootpath) / parts[0]).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+    def claim(node) -> str | None:
+        for d in getattr(node, "decorator_list", []):
+            if (isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "claim" and d.args
+                    and isinstance(d.args[0], ast.Constant) and isinstance(d.args[0].value, str)):
+                return d.args[0].value
+        return None
+
+    scope, found = tree.body, None
+    for name in [p.split("[")[0] for p in parts[1:]]:
+        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and n.name == name), None)
+        if node is None:
+            return None
+        found = claim(node) or found
+        scope = getattr(node, "body", [])
+    return found
+
+
+def crash_record(config, nodeid: str, line: str) -> dict | None:
+    """The error row of a claim instance whose xdist worker died (killed for memory, a segfault) and so sent no
+    record; None for a node that is no claim instance."""
+    cid = _claim_of(config.rootpath, nodeid)
+    catalogue = config.stash.get(CATALOGUE, {})
+    if cid not in catalogue:
+        return None
+    variant = nodeid.rsplit("[", 1)[1].rstrip("]") if nodeid.endswith("]") else ""
+    parts = variant.split("-")
+    dataset = next((p for p in parts if p in data_mod.DATASETS), None)
+    if dataset is None:
+        return None
+    error = (f"{line}: the process died (killed for memory or a segfault, as a rule) and the instance sent no "
+             f"record; run it alone to see why")
+    budget = config.getoption("--repro-budget")
+    seeds = seeds_of(config)
+    own = bool(config.getoption("--repro-model"))
+    record = _unmeasured(catalogue[cid], error, dataset, budget, seeds, tuple(p for p in parts if p != dataset),
+                         external=own)
+    record.update(error=error, unmeasurable=None, notes=[f"error: {error}"], variant=variant, nodeid=nodeid,
+                  proxy=_proxy(config, dataset), models=[], variance=None, wall_seconds=0.0, outcome="error",
+                  crashed=True)
+    return record
 
 
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist workers: the controller writes the report from forwarded records
+    crashed = dict(_crashed)
+    _crashed.clear()
+    if config.getoption("--repro-preflight"):
+        _session_records.clear()
+        return  # no verdicts: advclaims.preflight writes its own table
+    for nodeid, line in crashed.items():
+        if nodeid not in _session_records:
+            try:
+                record = crash_record(config, nodeid, line)
+            except Exception as err:  # a broken row must not hide the others
+                warnings.warn(f"advclaims: no error row for {nodeid}: {type(err).__name__}: {err}")
+                record = None
+            if record is not None:
+                _session_records[nodeid] = record
     records = list(_session_records.values())
     _session_records.clear()
-    if config.getoption("--repro-preflight"):
-        return  # no verdicts: advclaims.preflight writes its own table
     config.stash[RECORDS] = records
     if not records:
         return
