@@ -18,7 +18,7 @@ from torch import nn
 from advclaims import data, external, health, models
 from advclaims.analysis import responses
 from advclaims.cli import main as cli
-from advclaims.options import external_models, stage_maps
+from advclaims.options import external_models, published_accuracies, stage_maps, validate_options
 from advclaims.pipeline import Pipeline
 from advclaims.reporting import ERROR_CHARS, error_line
 from advclaims.store import Store
@@ -119,6 +119,37 @@ def test_the_reference_probe_refuses_far_below_and_passes_near():
     assert health.reference_failure({"clean_accuracy": 0.70, "eval_images": 1000}, 0.79, "the reference") is None
     # 0.62 of 100 images: its upper 95% bound (~0.72) is within 15 points of 0.79, so it is not refused
     assert health.reference_failure({"clean_accuracy": 0.62, "eval_images": 100}, 0.79, "the reference") is None
+
+
+def _validate(tmp_path, **options):
+    return validate_options({"--repro-budget": "smoke", **options}, storage=tmp_path, cuda_count=0, workers=1,
+                            cpu_count=2)
+
+
+def test_a_stage_map_or_published_accuracy_for_a_role_without_a_model_is_one_usage_error(tmp_path):
+    for option, value in (("--repro-stages", f"adv={STAGE_MAP}"), ("--repro-published", "adv=0.8")):
+        with pytest.raises(pytest.UsageError) as err:
+            _validate(tmp_path, **{option: [value]})
+        text = str(err.value)
+        assert "\n" not in text and "no --repro-model gives role adv" in text and "--repro-model adv=SPEC" in text
+        with pytest.raises(pytest.UsageError, match="no --repro-model gives role adv on mnist"):
+            _validate(tmp_path, **{"--repro-model": ["adv@cifar10=mine"], option: [value.replace("adv", "adv@mnist")]})
+        with pytest.raises(pytest.UsageError, match="no --repro-model gives role std"):
+            _validate(tmp_path, **{"--repro-model": ["adv=mine"], option: [value.replace("adv", "std")]})
+        # the model's role on every dataset, or on the dataset the stage map names: used
+        _validate(tmp_path, **{"--repro-model": ["adv=mine"], option: [value.replace("adv", "adv@cifar10")]})
+        _validate(tmp_path, **{"--repro-model": ["adv@cifar10=mine"], option: [value]})
+
+
+def test_published_accuracies_parse_and_refuse_in_one_line():
+    assert published_accuracies(["adv=0.849,0.519", "std@cifar10=0.95"]) == {
+        "adv": {"clean": 0.849, "robust": 0.519}, "std@cifar10": {"clean": 0.95}}
+    for bad in ("adv=1.2", "adv=x", "adv=0.1,0.2,0.3", "adv=", "adv", "nope=0.5", "adv@nowhere=0.5", "adv=-0.1"):
+        with pytest.raises(pytest.UsageError) as err:
+            published_accuracies([bad])
+        assert "\n" not in str(err.value) and "--repro-published" in str(err.value)
+    with pytest.raises(pytest.UsageError, match="given twice"):
+        published_accuracies(["adv=0.8", "adv=0.7"])
 
 
 def test_an_error_row_keeps_a_one_line_user_error_whole_and_cuts_any_other():

@@ -62,6 +62,10 @@ def pytest_addoption(parser):
     g.addoption("--repro-stages", action="append", default=[], metavar="ROLE[@DATASET]=STAGE:MODULE,...",
                 help="where the --repro-model of ROLE (a layout of your own) keeps the stages the claims read, e.g. "
                      "adv=conv1:body.0,layer1:body.3 (stages: conv1, layer0 ... layer4); repeatable")
+    g.addoption("--repro-published", action="append", default=[], metavar="ROLE[@DATASET]=CLEAN[,ROBUST]",
+                help="the published clean (and robust) accuracy of the --repro-model of ROLE, fractions from 0 to 1, "
+                     "e.g. adv=0.849,0.519: the health gate's reference probe holds the model against it instead of "
+                     "the suite's own model of that role (which it would train if it is not stored); repeatable")
     g.addoption("--repro-quiet", action="store_true", help="no progress bars while training")
     g.addoption("--repro-preflight", action="store_true",
                 help="run the selected instances in the budget's shapes with the least schedule and samples that "
@@ -97,7 +101,8 @@ def storage_of(config) -> Path:
     return Path(config.getoption("--repro-storage") or config.rootpath / ".repro-runs")
 
 
-VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-model", "--repro-stages", "--repro-compare", "--repro-compare-fail",
+VALIDATED_OPTIONS = ("--repro-budget", "--repro-device", "--repro-threads", "--repro-seeds", "--repro-model",
+                     "--repro-stages", "--repro-published", "--repro-compare", "--repro-compare-fail",
                      "--repro-data-root", "--repro-cache", "--repro-report", "--repro-storage")
 
 
@@ -188,6 +193,40 @@ def stage_maps(values: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def published_accuracies(values: list[str]) -> dict[str, dict[str, float]]:
+    """--repro-published ROLE[@DATASET]=CLEAN[,ROBUST] values as {slot: {"clean": c, "robust": r}}."""
+    out = {}
+    for value in values or []:
+        slot, text = _slot("--repro-published", value, "CLEAN[,ROBUST], e.g. adv=0.849,0.519")
+        parts = text.split(",")
+        numbers = []
+        for part in parts:
+            try:
+                numbers.append(float(part))
+            except ValueError:
+                numbers.append(float("nan"))
+        if not 1 <= len(parts) <= 2 or not all(0 <= x <= 1 for x in numbers):
+            raise pytest.UsageError(f"--repro-published {value!r}: give CLEAN[,ROBUST], accuracies as fractions from "
+                                    f"0 to 1, e.g. {slot}=0.849,0.519")
+        if slot in out:
+            raise pytest.UsageError(f"--repro-published: {slot} is given twice")
+        out[slot] = dict(zip(("clean", "robust"), numbers))
+    return out
+
+
+def _covered(option: str, slots, models: dict[str, str]) -> None:
+    """A stage map or published accuracy is for a --repro-model: a slot no --repro-model fills is one usage error
+    (an imported model brings its own stored stage map and published accuracies; these override them)."""
+    for slot in slots:
+        role, _, dataset = slot.partition("@")
+        if not any(r == role and (not d or not dataset or d == dataset)
+                   for r, _, d in (m.partition("@") for m in models)):
+            raise pytest.UsageError(
+                f"{option} {slot}=...: no --repro-model gives role {role}{f' on {dataset}' if dataset else ''}, so it "
+                f"would be ignored; it describes a model of yours: pass --repro-model {slot}=SPEC (or NAME, an "
+                f"imported model, whose stored stage map and published accuracies need no {option})")
+
+
 def external_models(values: list[str], base: str | Path | None = None) -> dict[str, str]:
     """--repro-model ROLE[@DATASET]=SPEC values as {role or role@dataset: spec}, a relative ARCH:PATH resolved
     against ``base`` (the invocation directory); a mistake, or an entry point whose module is not importable,
@@ -240,8 +279,9 @@ def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: 
     seeds = options.get("--repro-seeds")
     if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS):
         raise pytest.UsageError(f"--repro-seeds {seeds!r}: pass a whole number of training seeds from 1 to {MAX_SEEDS}")
-    external_models(options.get("--repro-model") or [], base)
-    stage_maps(options.get("--repro-stages") or [])
+    models = external_models(options.get("--repro-model") or [], base)
+    _covered("--repro-stages", stage_maps(options.get("--repro-stages") or []), models)
+    _covered("--repro-published", published_accuracies(options.get("--repro-published") or []), models)
     _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
     return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
@@ -339,6 +379,16 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(getattr(pytest.mark, paper))
         if item.get_closest_marker("gpu") and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none is available here"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """The session's pipeline gets --repro-published (the reference probe's published accuracies) here: the
+    ``pipeline`` fixture (advclaims.session) builds it from the other --repro-* options."""
+    result = yield
+    if fixturedef.argname == "pipeline" and hasattr(result, "published") and not result.published:
+        result.published = published_accuracies(request.config.getoption("--repro-published"))
+    return result
 
 
 def accel_of(config, device: torch.device) -> accel_mod.Accel:

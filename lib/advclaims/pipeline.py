@@ -102,7 +102,8 @@ class Pipeline(ExternalModels):
     def __init__(self, *, budget: str = "smoke", store: Store | None = None, data_root=None,
                  device: str | torch.device = "cpu", download: bool = False, progress: bool = True,
                  accel: accel_mod.Accel | None = None, enforce_health: bool = True, preflight: bool = False,
-                 external_models: dict[str, str] | None = None, stage_maps: dict[str, dict[str, str]] | None = None):
+                 external_models: dict[str, str] | None = None, stage_maps: dict[str, dict[str, str]] | None = None,
+                 published: dict[str, dict[str, float]] | None = None):
         self.budget = budgets_mod.get(budget)
         if preflight:
             self.budget = self.budget.for_preflight()
@@ -120,6 +121,8 @@ class Pipeline(ExternalModels):
         self.external_models = dict(external_models or {})
         # --repro-stages ROLE[@DATASET]=STAGE:MODULE,...: where a user's layout keeps the stages the claims read
         self.stage_maps = dict(stage_maps or {})
+        # --repro-published ROLE[@DATASET]=CLEAN[,ROBUST]: what the reference probe holds a --repro-model against
+        self.published = dict(published or {})
         self._external: dict[tuple[str, str, str], TrainedModel] = {}  # (spec or name, role, dataset) -> model
         self.used: list[TrainedModel] = []     # every model handed out, in order (the report's model table)
         self._datasets: dict[str, DatasetBundle] = {}
