@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from torch import nn
 from advclaims import data, external, health, models
 from advclaims.cli import main as cli
 from advclaims.pipeline import Pipeline
-from advclaims.store import Store
+from advclaims.store import Store, key_of
 
 ROOT = Path(__file__).resolve().parents[1]
 FM = data.info("fashion_mnist")
@@ -168,10 +169,19 @@ def test_bad_specs_are_refused():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The ADV and STD ResNet-18 the claims train on Fashion-MNIST at smoke (seed 0), exported as plain state
-    dicts, and the store they live in."""
+    dicts, and the store they live in: this module's own (its tests import, measure and attack there, never in
+    the shared store), the two models copied in from the shared store when it has them (read, never written),
+    else trained here."""
     _fashion_mnist_or_skip()
-    store = Store()
+    store = Store(tmp_path_factory.mktemp("store"))
     pipe = Pipeline(budget="smoke", store=store, progress=False)
+    shared = Store().root / "models"
+    (store.root / "models").mkdir(parents=True, exist_ok=True)
+    for role in ("adv", "std"):
+        key = key_of(pipe.model_spec(role, "fashion_mnist", seed=0))
+        if (shared / f"{key}.pt").is_file() and (shared / f"{key}.json").is_file():
+            for suffix in (".pt", ".json"):
+                shutil.copy2(shared / f"{key}{suffix}", store.root / "models" / f"{key}{suffix}")
     folder = tmp_path_factory.mktemp("exported")
     paths = {}
     for role in ("adv", "std"):
@@ -265,6 +275,6 @@ def test_an_entry_point_model_from_a_temporary_module_runs_lp7_and_lp8(exported,
     kinds = {m["label"]: m["source"]["kind"] for m in report["models"]}
     assert set(kinds.values()) == {"entry_point"} and len(kinds) == 2  # the claims ran on the given models only
     assert {r["outcome"] for r in report["claims"]} == {"own model"}  # never held against expected/
-    # the health gate's reference probe held each against the suite's own model of its role (the shared store's)
+    # the health gate's reference probe held each against the suite's own model of its role (this module's store's)
     assert {m["source"]["reference"]["what"] for m in report["models"]} == {
         f"the suite's own {role} resnet18 at the smoke budget" for role in ("STD", "ADV")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from advclaims.cli import main as cli
 from advclaims.options import external_models, published_accuracies, stage_maps, validate_options
 from advclaims.pipeline import Pipeline
 from advclaims.reporting import ERROR_CHARS, error_line
-from advclaims.store import Store
+from advclaims.store import Store, key_of
 
 pytest_plugins = ["pytester"]
 
@@ -272,18 +273,37 @@ def _fashion_mnist_or_skip():
 
 
 @pytest.fixture(scope="module")
-def suite_models():
-    """Two STD ResNet-18 the claims train on Fashion-MNIST at smoke (seeds 0 and 1, the shared store): the weights
-    a user swaps behind one file."""
+def own_store(tmp_path_factory):
+    """This module's store: its tests import, measure and attack in it, never in the shared one. The suite's STD
+    ResNet-18 of Fashion-MNIST at smoke (seeds 0 and 1) are copied in from the shared store when it has them
+    (read, never written), else trained here."""
     _fashion_mnist_or_skip()
-    pipe = Pipeline(budget="smoke", progress=False)
+    store = Store(tmp_path_factory.mktemp("store"))
+    pipe = Pipeline(budget="smoke", store=store, progress=False)
+    shared = Store().root / "models"
+    (store.root / "models").mkdir(parents=True, exist_ok=True)
+    for seed in (0, 1):
+        key = key_of(pipe.model_spec("std", "fashion_mnist", seed=seed))
+        if (shared / f"{key}.pt").is_file() and (shared / f"{key}.json").is_file():
+            for suffix in (".pt", ".json"):
+                shutil.copy2(shared / f"{key}{suffix}", store.root / "models" / f"{key}{suffix}")
+    return store
+
+
+@pytest.fixture(scope="module")
+def suite_models(own_store):
+    """Two STD ResNet-18 the claims train on Fashion-MNIST at smoke (seeds 0 and 1): the weights a user swaps
+    behind one file; seed 0 is the reference probe's STD of the role."""
+    pipe = Pipeline(budget="smoke", store=own_store, progress=False)
     return {f"std{seed}": pipe.model("std", "fashion_mnist", seed=seed) for seed in (0, 1)}
 
 
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch, suite_models):
     """A user's folder: user_layout.py (on sys.path and PYTHONPATH) reading weights.pt; ``put(which)`` writes one
-    of ``suite_models`` into weights.pt."""
+    of ``suite_models`` into weights.pt. A user_layout module an earlier test imported (from its own folder) is
+    forgotten first."""
+    sys.modules.pop("user_layout", None)
     folder = tmp_path / "user"
     folder.mkdir()
     (folder / "user_layout.py").write_text(USER_MODULE)
@@ -316,12 +336,13 @@ def _sets_of(store: Store, key: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_other_weights_behind_one_entry_point_are_another_model(user_dir, suite_models, tmp_path):
-    store = Store()  # the shared store: the reference probe reads the suite's own STD there
+def test_other_weights_behind_one_entry_point_are_another_model(user_dir, suite_models, own_store, tmp_path):
+    store = own_store  # the reference probe reads the suite's own STD there (no published accuracy is given)
+    cache = ("--repro-cache", str(store.root))
     user_dir.put("std0")
-    first, _ = _claims("--repro-model", "std=user_layout:load", report=tmp_path / "first")
+    first, _ = _claims("--repro-model", "std=user_layout:load", *cache, report=tmp_path / "first")
     user_dir.put("std1")  # same module, same path, other weights
-    second, out = _claims("--repro-model", "std=user_layout:load", report=tmp_path / "second")
+    second, out = _claims("--repro-model", "std=user_layout:load", *cache, report=tmp_path / "second")
     [a], [b] = first["models"], second["models"]
     assert a["key"] != b["key"] and a["source"]["state_sha256"] != b["source"]["state_sha256"]
     assert a["source"]["sha256"] == b["source"]["sha256"]  # the code did not change: the weights did
@@ -364,11 +385,12 @@ def test_reimporting_a_name_with_other_weights_refuses_then_replaces(user_dir, s
 
 
 @pytest.mark.slow
-def test_lp8_on_a_users_layout_is_an_error_row_without_a_stage_map_and_a_verdict_with_one(user_dir, tmp_path):
+def test_lp8_on_a_users_layout_is_an_error_row_without_a_stage_map_and_a_verdict_with_one(user_dir, own_store,
+                                                                                           tmp_path):
     user_dir.put("std1")  # the user's model in the adv role; LP-8's STD partner is the suite's own
     assert cli(["import", "user_layout:load", "--role", "adv", "--dataset", "fashion_mnist", "--name",
-                "test-own-layout", "--published-clean", "0.8", "--replace"]) == 0  # the shared store
-    given = ("--repro-model", "adv=test-own-layout")
+                "test-own-layout", "--published-clean", "0.8", "--replace", "--cache", str(own_store.root)]) == 0
+    given = ("--repro-model", "adv=test-own-layout", "--repro-cache", str(own_store.root))
     without, out = _claims(*given, claim=LP8, report=tmp_path / "without", ok=(1,))
     [row] = without["claims"]
     assert row["claim"] == "LP-8" and row["outcome"] == "error" and without["summary"]["errors"] == 1
@@ -383,9 +405,9 @@ def test_lp8_on_a_users_layout_is_an_error_row_without_a_stage_map_and_a_verdict
 
 
 @pytest.mark.slow  # ~35 s on a loaded machine (a pytest run in a subprocess)
-def test_an_instance_whose_model_breaks_in_the_pipeline_is_an_error_row(user_dir, tmp_path):
+def test_an_instance_whose_model_breaks_in_the_pipeline_is_an_error_row(user_dir, own_store, tmp_path):
     user_dir.put("std0")
-    report, _ = _claims("--repro-model", "std=user_layout:fails", "--repro-cache", str(tmp_path / "store"),
+    report, _ = _claims("--repro-model", "std=user_layout:fails", "--repro-cache", str(own_store.root),
                         report=tmp_path / "r", ok=(1,))
     [row] = report["claims"]
     assert row["outcome"] == "error" and row["error"].startswith("RuntimeError: this model breaks on batches")
@@ -396,9 +418,9 @@ def test_an_instance_whose_model_breaks_in_the_pipeline_is_an_error_row(user_dir
 @pytest.mark.slow  # ~10 s alone, 35 s on a loaded machine: PGD-20 on 1000 images for the health gate
 @pytest.mark.parametrize("entry, probe", [("user_layout:permuted", "reference probe:"),
                                           ("user_layout:unnormalised", "probe:")])
-def test_a_wrong_class_order_or_pixel_range_is_refused(user_dir, entry, probe):
+def test_a_wrong_class_order_or_pixel_range_is_refused(user_dir, own_store, entry, probe):
     user_dir.put("std0")
-    pipe = Pipeline(budget="smoke", progress=False)  # the shared store: the suite's STD is the reference
+    pipe = Pipeline(budget="smoke", store=own_store, progress=False)  # the suite's STD there is the reference
     with pytest.raises(health.ModelUnhealthy) as err:
         pipe.import_model(entry, "std", "fashion_mnist", name="wrong")
     text = str(err.value)
