@@ -272,9 +272,14 @@ def test_an_entry_point_model_from_a_temporary_module_runs_lp7_and_lp8(exported,
                      env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert sorted(r["claim"] for r in report["claims"]) == ["LP-7", "LP-8"]
     assert all(r["verdict"] in ("reproduced", "contradicted", "inconclusive") for r in report["claims"])
-    kinds = {m["label"]: m["source"]["kind"] for m in report["models"]}
+    given = [m for m in report["models"] if not m.get("reference_for")]
+    kinds = {m["label"]: m["source"]["kind"] for m in given}
     assert set(kinds.values()) == {"entry_point"} and len(kinds) == 2  # the claims ran on the given models only
     assert {r["outcome"] for r in report["claims"]} == {"own model"}  # never held against expected/
+    # the suite's models the reference probe used are rows of the model table of their own, used by no claim
+    references = [m for m in report["models"] if m.get("reference_for")]
+    assert sorted(m["label"] for m in references) == ["ADV (reference)", "STD (reference)"]
+    assert not any(m["used_by"] for m in references)
     # the health gate's reference probe held each against the suite's own model of its role (this module's store's)
-    assert {m["source"]["reference"]["what"] for m in report["models"]} == {
+    assert {m["source"]["reference"]["what"] for m in given} == {
         f"the suite's own {role} resnet18 at the smoke budget" for role in ("STD", "ADV")}

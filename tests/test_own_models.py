@@ -20,6 +20,7 @@ from advclaims import data, external, health, models
 from advclaims.analysis import responses
 from advclaims.cli import main as cli
 from advclaims.options import external_models, published_accuracies, stage_maps, validate_options
+from advclaims.own_models import identity
 from advclaims.pipeline import Pipeline
 from advclaims.reporting import ERROR_CHARS, error_line
 from advclaims.store import Store, key_of
@@ -120,6 +121,18 @@ def test_the_reference_probe_refuses_far_below_and_passes_near():
     assert health.reference_failure({"clean_accuracy": 0.70, "eval_images": 1000}, 0.79, "the reference") is None
     # 0.62 of 100 images: its upper 95% bound (~0.72) is within 15 points of 0.79, so it is not refused
     assert health.reference_failure({"clean_accuracy": 0.62, "eval_images": 100}, 0.79, "the reference") is None
+
+
+def test_a_models_identity_is_its_content_not_its_path_or_name():
+    common = {"role": "adv", "dataset": "cifar10", "state_sha256": "ab" * 32}
+    ckpt = identity("checkpoint", arch="resnet18", raw=False, **common)
+    assert not any("/" in str(v) for v in ckpt.values())  # no path in the key: a moved file is the same model
+    assert identity("checkpoint", arch="resnet18", raw=True, **common) != ckpt  # another normalisation inside
+    assert identity("checkpoint", arch="preact_resnet18", **common) != ckpt
+    assert identity("checkpoint", arch="resnet18", **{**common, "state_sha256": "cd" * 32}) != ckpt
+    entry = identity("entry_point", entry="mine:load", code_sha256="1" * 64, **common)
+    assert identity("entry_point", entry="mine:load", code_sha256="2" * 64, **common) != entry  # other code
+    assert identity("entry_point", entry="mine:other", code_sha256="1" * 64, **common) != entry
 
 
 def _validate(tmp_path, **options):
@@ -262,6 +275,14 @@ def permuted():
 
 def unnormalised():
     return Unnormalised(_state())
+
+def plain():   # the registry's ResNet-18 with these weights: the same state dict as the checkpoint
+    meta = data.info("fashion_mnist")
+    state = _state()
+    net = models.build("resnet18", in_channels=1, num_classes=10, width=state["conv1.weight"].shape[0],
+                       mean=meta.mean, std=meta.std)
+    net.load_state_dict(state)
+    return net
 '''
 
 
@@ -343,7 +364,8 @@ def test_other_weights_behind_one_entry_point_are_another_model(user_dir, suite_
     first, _ = _claims("--repro-model", "std=user_layout:load", *cache, report=tmp_path / "first")
     user_dir.put("std1")  # same module, same path, other weights
     second, out = _claims("--repro-model", "std=user_layout:load", *cache, report=tmp_path / "second")
-    [a], [b] = first["models"], second["models"]
+    [a, ref_a], [b, ref_b] = (sorted(r["models"], key=lambda m: m.get("reference_for") is not None)
+                              for r in (first, second))
     assert a["key"] != b["key"] and a["source"]["state_sha256"] != b["source"]["state_sha256"]
     assert a["source"]["sha256"] == b["source"]["sha256"]  # the code did not change: the weights did
     assert b["source"]["weights"] == [external.weights_file(user_dir.path / "weights.pt")]
@@ -356,6 +378,12 @@ def test_other_weights_behind_one_entry_point_are_another_model(user_dir, suite_
     md = (tmp_path / "second" / "report.md").read_text()
     assert str((user_dir.path / "weights.pt").resolve()) in md and f"{b['clean_accuracy']:.4g}" in md
     assert "held against the suite's own STD resnet18 at the smoke budget" in out
+    # the reference the probe used is named: in the terminal (with its key, loaded here) and in the model table
+    ref_key = suite_models["std0"].key
+    assert f"store key {ref_key}, loaded from the store) by the health gate's reference probe" in out
+    assert ref_a["key"] == ref_b["key"] == ref_key and ref_b["reference_for"] and not ref_b["used_by"]
+    assert ref_b["clean_accuracy"] == pytest.approx(suite_models["std0"].metrics["clean_accuracy"])
+    assert f"the reference probe of {b['label']} (loaded from the store)" in md
 
 
 @pytest.mark.slow
@@ -395,6 +423,7 @@ def test_lp8_on_a_users_layout_is_an_error_row_without_a_stage_map_and_a_verdict
     [row] = without["claims"]
     assert row["claim"] == "LP-8" and row["outcome"] == "error" and without["summary"]["errors"] == 1
     assert "StagesMissing" in row["error"] and "--repro-stages adv=conv1:MODULE" in row["error"]
+    assert "layer4" in row["error"].split("--repro-stages")[0]  # the whole line: every stage it reads is named
     md = (tmp_path / "without" / "report.md").read_text()
     assert "| LP-8 |" in md and "1 raised an error" in md
     with_map, out = _claims(*given, "--repro-stages", f"adv={STAGE_MAP}", claim=LP8, report=tmp_path / "with")
@@ -427,3 +456,88 @@ def test_a_wrong_class_order_or_pixel_range_is_refused(user_dir, own_store, entr
     print(text)
     assert "\n" not in text and probe in text and "normalises inside its forward" in text
     assert "classes are in the dataset's order" in text
+
+
+@pytest.mark.slow  # two measurements of the model (PGD-20 on the evaluation images)
+def test_an_imported_entry_point_whose_module_changed_is_another_model_measured_anew(user_dir, own_store,
+                                                                                      monkeypatch):
+    user_dir.put("std0")
+    pipe = Pipeline(budget="smoke", store=own_store, progress=False)
+    pipe.import_model("user_layout:load", "std", "fashion_mnist", name="changing", published={"clean": 0.8})
+    before = Pipeline(budget="smoke", store=own_store, progress=False).external("changing", "std", "fashion_mnist",
+                                                                               label="STD")
+    # the same weights, other code: load() now swaps two small classes (about 9 points lost)
+    module = user_dir.path / "user_layout.py"
+    module.write_text(USER_MODULE.replace("class Unnormalised", '''class SwapsTwo(TinyFashionNet):
+    def forward(self, x):
+        return self.inner(x)[:, [0, 1, 2, 3, 6, 5, 4, 7, 8, 9]]
+
+class Unnormalised''').replace("return TinyFashionNet(_state())", "return SwapsTwo(_state())"))
+    monkeypatch.delitem(sys.modules, "user_layout")  # a new run imports the module anew
+    store = Store(own_store.root)
+    after = Pipeline(budget="smoke", store=store, progress=False).external("changing", "std", "fashion_mnist",
+                                                                          label="STD")
+    assert after.source["state_sha256"] == before.source["state_sha256"]  # the weights did not change
+    assert after.key != before.key and after.source["sha256"] == external._sha256(module)
+    assert after.source["sha256_at_import"] == before.source["sha256"] and "module changed" in after.source["measured"]
+    assert after.metrics["clean_accuracy"] < before.metrics["clean_accuracy"] - 0.05  # measured anew, not kept
+    assert any(k in store.made for k in (p.stem for p in (own_store.root / "external").glob("*.pt")))
+    again = Store(own_store.root)  # a third run: the measurement is stored, the key the same
+    assert Pipeline(budget="smoke", store=again, progress=False).external(
+        "changing", "std", "fashion_mnist", label="STD").key == after.key and not again.made
+
+
+@pytest.mark.slow  # one measurement of the model; the rest loads
+def test_a_checkpoint_moved_or_imported_under_a_name_is_one_model(suite_models, own_store, tmp_path):
+    old = tmp_path / "old" / "m.pt"
+    old.parent.mkdir()
+    torch.save(suite_models["std0"].module.state_dict(), old)
+
+    def run(given, store=None):
+        pipe = Pipeline(budget="smoke", store=store or Store(own_store.root), progress=False,
+                        published={"std": {"clean": 0.8}})
+        return pipe.external(given, "std", "fashion_mnist", label="STD"), pipe.store
+
+    first, _ = run(f"resnet18:{old}")
+    new = tmp_path / "new" / "renamed.pt"
+    new.parent.mkdir()
+    old.rename(new)
+    second, store = run(f"resnet18:{new}")
+    assert second.key == first.key and not store.made  # nothing measured or attacked anew
+    assert second.source["weights"] == [external.weights_file(new)] and second.source["spec"] == f"resnet18:{new}"
+    assert second.source["reference"]["what"] == "its published clean accuracy"  # --repro-published feeds it
+    assert second.source["published"] == {"clean": 0.8}
+    cli_store = str(own_store.root)
+    assert cli(["import", f"resnet18:{new}", "--role", "std", "--dataset", "fashion_mnist", "--name", "one-model",
+                "--published-clean", "0.8", "--cache", cli_store]) == 0
+    named, _ = run("one-model")
+    assert named.key == first.key  # imported under a name: the same content, the same model
+
+
+@pytest.mark.slow  # one import measured; the re-imports are not
+def test_reimporting_the_same_weights_from_elsewhere_updates_the_provenance_in_one_line(user_dir, suite_models,
+                                                                                         own_store, tmp_path, capsys):
+    old = tmp_path / "old.pt"
+    torch.save(suite_models["std0"].module.state_dict(), old)
+    args = ["--role", "std", "--dataset", "fashion_mnist", "--name", "moving", "--published-clean", "0.8",
+            "--cache", str(own_store.root)]
+    assert cli(["import", f"resnet18:{old}", *args]) == 0
+    new = tmp_path / "moved" / "new.pt"
+    new.parent.mkdir()
+    old.rename(new)  # the old file is gone: the store must not name it any longer
+    capsys.readouterr()
+    assert cli(["import", f"resnet18:{new}", *args]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("advclaims import:")]
+    assert f"imported from resnet18:{old}" in line and f"its provenance now names resnet18:{new}" in line
+    assert "accuracies measured at import are kept" in line
+    model = Pipeline(budget="smoke", store=Store(own_store.root), progress=False).external(
+        "moving", "std", "fashion_mnist", label="STD")
+    assert model.source["spec"] == f"resnet18:{new}" and model.source["weights"] == [external.weights_file(new)]
+    assert str(old) not in json.dumps(model.source)
+    assert cli(["import", f"resnet18:{new}", *args]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    # the same weights behind other code (an entry point) are another model: refused without --replace
+    user_dir.put("std0")
+    assert cli(["import", "user_layout:plain", *args]) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert "\n" not in refusal and "the same weights behind other code" in refusal and "--replace" in refusal

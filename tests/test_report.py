@@ -150,6 +150,21 @@ def test_the_summary_holds_only_the_suites_own_verdicts_against_expected_and_cou
             "error (no verdict, counted in none of the above); 1 on your own models") in md
 
 
+def test_the_reference_the_probe_held_a_users_model_against_is_a_row_of_the_model_table():
+    ref = {"what": "the suite's own STD resnet18 at the smoke budget", "clean_accuracy": 0.802, "key": "k0",
+           "trained_now": True, "label": "STD (reference)", "arch": "resnet18", "dataset": "fashion_mnist",
+           "role": "std", "seed": 0, "budget": "smoke", "pgd20_accuracy": 0.01, "healthy": True}
+    built = report.build([_own(record(outcome="own model"), reference=ref)], budget="smoke", argv=[])
+    rows = {m["key"]: m for m in built["models"]}
+    assert rows["k0"]["reference_for"] == ["ADV (mine.pt) (trained now for the probe)"] and not rows["k0"]["used_by"]
+    md = report.markdown(built)
+    assert ("| STD (reference) | resnet18 | fashion_mnist | 0 | trained here (smoke budget) | 0.802 | 0.01 | – | passed "
+            "| – | the reference probe of ADV (mine.pt) (trained now for the probe) |") in md
+    assert "reference probe: the suite's own STD resnet18 at the smoke budget (0.802, store key k0)" in md
+    assert report.reference_text(ref) == ("the suite's own STD resnet18 at the smoke budget (80.2%; store key k0, "
+                                          "trained now for the probe)")
+
+
 CRASH_EXPECTED = '''
 [claims.LP-7]
 title = "t"

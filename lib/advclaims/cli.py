@@ -99,15 +99,17 @@ def _import(args) -> int:
         stages = external_mod.parse_stages(args.stages) if args.stages is not None else None
         pipe = Pipeline(budget=args.budget, store=Store(args.cache), data_root=args.data_root, device=args.device,
                         progress=False)
-        name, record = pipe.import_model(args.spec, args.role, args.dataset, name=args.name, published=published,
-                                         stages=stages, replace=args.replace, base=Path.cwd())
+        name, record, what_happened = pipe.import_model(args.spec, args.role, args.dataset, name=args.name,
+                                                        published=published, stages=stages, replace=args.replace,
+                                                        base=Path.cwd())
     except (ModelRefused, ModelUnhealthy, data_mod.DatasetMissing, data_mod.DatasetCorrupt) as err:
         print(f"advclaims import: {err}", file=sys.stderr)
         return 2
+    if what_happened:  # the name held this model already: unchanged, or its provenance updated
+        print(f"advclaims import: {what_happened}")
     m = record["metrics"]
     reference = (m["source"].get("reference") or {})
-    held = (f"; held against {reference['what']} ({reference['clean_accuracy']:.1%})"
-            if reference.get("clean_accuracy") is not None else "")
+    held = (f"; held against {report_mod.reference_text(reference)}" if reference.get("clean_accuracy") is not None else "")
     print(f"imported {name!r} for role {args.role} on {args.dataset}: clean {m['clean_accuracy']:.1%}, PGD-20 "
           f"{m['pgd20_accuracy']:.1%} on {m['eval_images']} images{held}; weights sha256 "
           f"{m['source'].get('state_sha256', m['source']['sha256'])[:16]}; "

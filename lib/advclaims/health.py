@@ -169,7 +169,8 @@ def refusal(name: str, health: Health, *, recipe: dict | None, path, budget: str
            "check that it takes pixels in [0, 1] and normalises inside its forward (a model trained on normalised "
            "input, fed [0, 1] pixels, fails this way), that its classes are in the dataset's order, that the weights "
            "are the trained ones (not a fresh initialisation) and for this dataset and role; if this accuracy is "
-           "really its own, give it with advclaims import --published-clean")
+           "really its own, give its published one (advclaims import --published-clean, or --repro-published "
+           "ROLE=CLEAN)")
     kept = (f"The checkpoint is kept at {path} and is refused on every load until then." if recipe else
             f"Its source: {path}; nothing of it is used until it passes.")
     return (f"model {name} failed the health gate at the {budget} budget: {'; '.join(health.failures)} "

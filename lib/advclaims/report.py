@@ -119,13 +119,36 @@ def build(records: list[dict], *, budget: str, argv: list[str], device: str = "c
     }
 
 
+def reference_text(ref: dict) -> str:
+    """What the reference probe held a user's model against, e.g. "the suite's own STD resnet18 at the smoke
+    budget (80.2%; store key ..., trained now for the probe)"."""
+    made = ""
+    if ref.get("key"):
+        made = (f"; store key {ref['key']}, " + ("trained now for the probe" if ref.get("trained_now")
+                                                 else "loaded from the store"))
+    return f"{ref['what']} ({ref['clean_accuracy']:.1%}{made})"
+
+
 def models_table(records: list[dict]) -> list[dict]:
-    """Every model any instance used, trained or external, once, with the instances that used it."""
+    """Every model any instance used, trained or external, once, with the instances that used it; and the
+    suite's own models the health gate's reference probe held a user's model against ("reference_for")."""
     out: dict[str, dict] = {}
     for r in records:
         for m in r.get("models", []):
             row = out.setdefault(m["key"], {**m, "used_by": []})
             row["used_by"].append(f"{r['claim']}[{r.get('variant', r['dataset'])}]")
+    for m in list(out.values()):
+        ref = (m.get("source") or {}).get("reference") or {}
+        if ref.get("key"):
+            row = out.setdefault(ref["key"], {
+                "key": ref["key"], "label": ref.get("label"), "arch": ref.get("arch"), "width": ref.get("width"),
+                "dataset": ref.get("dataset"), "role": ref.get("role"), "seed": ref.get("seed"),
+                "source": {"kind": "trained", "budget": ref.get("budget")},
+                "clean_accuracy": ref.get("clean_accuracy"), "pgd20_accuracy": ref.get("pgd20_accuracy"),
+                "fgsm_accuracy": ref.get("fgsm_accuracy"), "eval_images": ref.get("eval_images"),
+                "healthy": ref.get("healthy"), "used_by": []})
+            row.setdefault("reference_for", []).append(
+                f"{m['label']} ({'trained now for the probe' if ref.get('trained_now') else 'loaded from the store'})")
     return sorted(out.values(), key=lambda m: (m.get("dataset") or "", m.get("label") or "", m.get("seed") or 0))
 
 
@@ -135,9 +158,15 @@ def _source(m: dict) -> str:
         return f"trained here ({src.get('budget')} budget)"
     what = "imported" if src.get("imported") else src.get("kind", "external")
     weights = "; ".join(f"weights {w['path']} (sha256 {w['sha256'][:12]})" for w in src.get("weights") or [])
+    ref = src.get("reference") or {}
+    held = (f"; reference probe: {ref['what']} ({_fmt(ref['clean_accuracy'])}"
+            + (f", store key {ref['key']}" if ref.get("key") else "") + ")"
+            if ref.get("clean_accuracy") is not None else "")
     return (f"{what}: {src.get('spec')} (sha256 {str(src.get('sha256'))[:12]}"
             + (f", state {src['state_sha256'][:12]}" if src.get("state_sha256") else "") + ")"
-            + (f"; {weights}" if weights else "") + (f"; stages {src['stages']}" if src.get("stages") else ""))
+            + (f"; measured {src['measured']}" if src.get("measured") else "")
+            + (f"; {weights}" if weights else "") + (f"; stages {src['stages']}" if src.get("stages") else "")
+            + held)
 
 
 def _model_lines(models: list[dict]) -> list[str]:
@@ -152,9 +181,11 @@ def _model_lines(models: list[dict]) -> list[str]:
         pub = (m.get("source") or {}).get("published") or {}
         published = ", ".join(f"{k} {_fmt(v)}" for k, v in pub.items()) or "–"
         gate = "passed" if m.get("healthy") else "failed (not enforced)" if m.get("healthy") is False else "–"
+        used = "; ".join(([f"{len(m['used_by'])} instances"] if m["used_by"] or not m.get("reference_for") else [])
+                         + [f"the reference probe of {who}" for who in m.get("reference_for") or []])
         lines.append(f"| {m['label']} | {_fmt(m.get('arch'))} | {_fmt(m.get('dataset'))} | {_fmt(m.get('seed'))} | "
                      f"{_fmt(_source(m))} | {_fmt(m.get('clean_accuracy'))} | {_fmt(m.get('pgd20_accuracy'))} | "
-                     f"{_fmt(m.get('fgsm_accuracy'))} | {gate} | {_fmt(published)} | {len(m['used_by'])} instances |")
+                     f"{_fmt(m.get('fgsm_accuracy'))} | {gate} | {_fmt(published)} | {_fmt(used)} |")
     return lines
 
 

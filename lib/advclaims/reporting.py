@@ -198,9 +198,8 @@ def model_lines(records: list[dict]) -> list[str]:
                              f"own {m['label']} ({m.get('arch')} on {m.get('dataset')}, trained at the "
                              f"{src.get('budget')} budget, store key {m['key']}): no --repro-model gave that role")
             elif (src.get("reference") or {}).get("clean_accuracy") is not None:
-                ref = src["reference"]
                 lines.append(f"your {m['label']}: clean {m.get('clean_accuracy') or float('nan'):.1%}, held against "
-                             f"{ref['what']} ({ref['clean_accuracy']:.1%}) by the health gate's reference probe")
+                             f"{report_mod.reference_text(src['reference'])} by the health gate's reference probe")
     return lines
 
 
