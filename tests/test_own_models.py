@@ -251,6 +251,10 @@ class Permuted(TinyFashionNet):   # classes 0-5 in another order
     def forward(self, x):
         return self.inner(x)[:, [1, 0, 3, 2, 5, 4, 6, 7, 8, 9]]
 
+class TwoSwapped(TinyFashionNet):  # two pairs of classes in another order: about 40 points lost
+    def forward(self, x):
+        return self.inner(x)[:, [9, 8, 2, 3, 4, 5, 6, 7, 1, 0]]
+
 class Unnormalised(nn.Module):    # trained on normalised input, with no normalisation inside
     def __init__(self, state):
         super().__init__()
@@ -275,6 +279,9 @@ def permuted():
 
 def unnormalised():
     return Unnormalised(_state())
+
+def two_swapped():
+    return TwoSwapped(_state())
 
 def plain():   # the registry's ResNet-18 with these weights: the same state dict as the checkpoint
     meta = data.info("fashion_mnist")
@@ -456,6 +463,25 @@ def test_a_wrong_class_order_or_pixel_range_is_refused(user_dir, own_store, entr
     print(text)
     assert "\n" not in text and probe in text and "normalises inside its forward" in text
     assert "classes are in the dataset's order" in text
+
+
+@pytest.mark.slow  # ~1 min on a loaded machine: one subprocess run, the refusal before any attack
+def test_a_class_order_between_the_floor_and_the_reference_is_refused_by_the_reference_probe_alone(
+        user_dir, own_store, tmp_path):
+    # two pairs of classes swapped: about 40% clean, far above the smoke floor (19%) and chance, far below the
+    # published 80%: only the reference probe can catch it
+    user_dir.put("std0")
+    report, out = _claims("--repro-model", "std=user_layout:two_swapped", "--repro-published", "std=0.8",
+                          "--repro-cache", str(own_store.root), report=tmp_path / "r", ok=(1,))
+    [row] = report["claims"]
+    error = row["error"]
+    assert row["outcome"] == "error" and error.startswith("ModelUnhealthy: model STD (user_layout:two_swapped)")
+    assert "reference probe:" in error and "below its published clean accuracy 80.0%" in error
+    assert "chance probe" not in error and "floor probe" not in error
+    clean = float(error.split("reference probe: clean accuracy ")[1].split("%")[0]) / 100
+    assert 0.19 < clean < 0.8 - 0.15
+    assert error.endswith("Its source: user_layout:two_swapped; nothing of it is used until it passes.")  # whole
+    assert report["summary"]["errors"] == 1 and report["summary"]["held"] == 0  # not held against expected/
 
 
 @pytest.mark.slow  # two measurements of the model (PGD-20 on the evaluation images)
