@@ -13,15 +13,16 @@ from torch import nn
 
 from advclaims import models
 from advclaims import stats
-from advclaims.analysis.info_bottleneck.features import (BETAS, robust_channels_versus_beta,
-                                                        robust_features_under_attacks)
+from advclaims.analysis.info_bottleneck.features import (BETAS, non_robust_features_carry_the_adversarial_label,
+                                                        robust_channels_versus_beta, robust_features_under_attacks)
 from advclaims.analysis.info_bottleneck.nrf import _norm_values, successful_perturbations
-from advclaims.analysis.info_bottleneck.bottleneck import (ChannelMasks, Split, decompose, fit_channel_masks,
-                                                         information_loss, masked_predictions, predictions_of_channels,
-                                                         random_channel_masks, spatial_variance,
-                                                         split_at_last_conv_block)
+from advclaims.analysis.info_bottleneck.bottleneck import (ChannelMasks, NoFeatureSplit, Split, check_split, decompose,
+                                                         fit_channel_masks, information_loss, masked_predictions,
+                                                         predictions_of_channels, random_channel_masks,
+                                                         spatial_variance, split_at_last_conv_block)
 from advclaims.analysis.info_bottleneck.suite import attack_params
 from advclaims.attacks.nrf import nrf
+from advclaims.external import ModelRefused
 
 NUM_CLASSES = 4
 
@@ -180,6 +181,36 @@ def test_the_split_recomposes_the_model(arch, width, side):
         assert z.shape[2:] == (2, 2)  # before the last max-pool: a spatial variance exists
     preds = masked_predictions(split, z, masks_of(torch.ones(3, z.shape[1], dtype=torch.bool)))
     assert torch.equal(preds["robust"], preds["int"])
+
+
+class PooledNet(nn.Module):
+    """features(x) -> (N, 4) vectors: no spatial positions left for the bottleneck's variance."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = TinyNet()
+
+    def features(self, x):
+        return self.inner.features(x).mean(dim=(2, 3))
+
+    def head(self, z):
+        return self.inner.fc(z)
+
+
+def test_a_model_without_a_usable_split_is_refused_in_one_line_that_says_what_it_needs():
+    with pytest.raises(NoFeatureSplit) as no_split:
+        split_at_last_conv_block(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(NUM_CLASSES)))
+    pooled = split_at_last_conv_block(PooledNet())
+    with pytest.raises(NoFeatureSplit) as flat:
+        check_split(pooled, images(1, 0)[0])
+    for err in (no_split.value, flat.value):
+        assert isinstance(err, ValueError) and isinstance(err, ModelRefused)  # callers catching ValueError still do
+        message = str(err)
+        assert "\n" not in message and "add one or a case here" not in message
+        assert "features(x)" in message and "head(z)" in message and "H x W >= 2" in message
+        assert "Your own models" in message
+    assert "Sequential" in str(no_split.value) and "(1, 4)" in str(flat.value)
+    check_split(split_at_last_conv_block(TinyNet()), images(1, 0)[0])  # (N, 4, 6, 6): accepted
 
 
 @settings(deadline=None)

@@ -32,6 +32,7 @@ from torch import nn
 
 from ...iterations import cap
 from ...attacks import frozen
+from ...external import ModelRefused
 from ...models.vgg import VGG16BN
 from ...models.wrn import WideResNet28
 
@@ -40,6 +41,16 @@ STEPS = 200         # Adam steps on lambda
 LR = 0.1            # Adam learning rate
 FIT_BATCH = 100     # images per fitting batch: T is the maximum over one batch (authors' test batch size)
 KL_DELTA = 1e-10    # keeps the KL finite where a variance is 0 (authors' code)
+
+
+SPLIT_NEEDED = ("the information-bottleneck claims (IB-1 to IB-6) need features(x) returning (N, C, H, W) maps with "
+                "H x W >= 2 and head(z) returning the logits, head(features(x)) == model(x); see README.md, 'Your own "
+                "models'")
+
+
+class NoFeatureSplit(ModelRefused):
+    """A model the bottleneck cannot be placed on (no features()/head() split, or features without two spatial
+    positions); one line for the user. A ValueError, as before."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,22 @@ def split_at_last_conv_block(model: nn.Module) -> Split:
         def encode(x):
             return model.bn(model.layer3(model.layer2(model.layer1(model.conv1(model.normalize(x))))))
         return Split(model, encode, lambda z: model.head(F.relu(z)), "WRN-28-10: final batch norm, before its ReLU")
-    if not (hasattr(model, "features") and hasattr(model, "head")):
-        raise ValueError(f"{type(model).__name__} has no features()/head() split; add one or a case here")
+    if not (callable(getattr(model, "features", None)) and callable(getattr(model, "head", None))):
+        raise NoFeatureSplit(f"model {type(model).__name__} has no features()/head() split: {SPLIT_NEEDED}")
     return Split(model, model.features, model.head, f"{type(model).__name__}: features() output")
+
+
+@torch.no_grad()
+def check_split(split: Split, x: torch.Tensor) -> None:
+    """NoFeatureSplit (one line) unless encode(x) gives (N, C, H, W) maps with at least 2 positions (a spatial
+    variance) on which tail() runs; ``x`` is one or a few input images."""
+    with frozen(split.model):
+        z = split.encode(x)
+        if not (isinstance(z, torch.Tensor) and z.dim() == 4 and z.shape[2] * z.shape[3] >= 2):
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise NoFeatureSplit(f"model {type(split.model).__name__}: {split.layer} gives {shape}, "
+                                 f"not (N, C, H, W) maps with H x W >= 2: {SPLIT_NEEDED}")
+        split.tail(z)
 
 
 @dataclass(frozen=True)

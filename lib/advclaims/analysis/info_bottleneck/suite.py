@@ -24,11 +24,11 @@ import torch
 from ... import data as data_mod
 from ...attacks import bim, cw_l2, fgsm, pgd
 from ...attacks.nrf import nrf
-from ...evaluation import attack_batched
+from ...evaluation import attack_batched, correct
 from ...pipeline import AdversarialSet, Pipeline, TrainedModel
 from ...store import key_of
-from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, encode_all, fit_channel_masks, predictions_of_channels,
-                         split_at_last_conv_block)
+from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, check_split, encode_all, fit_channel_masks,
+                         predictions_of_channels, split_at_last_conv_block)
 
 SUITE_VERSION = 1    # bump when an attack or the bottleneck changes meaning: cached sets and masks rebuild
 OPTIMISER_STEPS = 200  # Adam steps of CW and NRF in the authors' code
@@ -85,6 +85,7 @@ class EvaluationSuite:
         bundle = pipeline.dataset(dataset)
         self.x, self.y = bundle.test.images(), bundle.test.y
         self.split = split_at_last_conv_block(model.module)
+        check_split(self.split, self.x[:1])
         self.memo = {} if memo is None else memo
 
     @property
