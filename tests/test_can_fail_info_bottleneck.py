@@ -56,8 +56,9 @@ from advclaims.analysis.info_bottleneck.features import (non_robust_features_car
                                                          robust_and_non_robust_split, robust_channels_versus_beta,
                                                          robust_features_under_attacks)
 from advclaims.analysis.info_bottleneck.nrf import gradient_norm_ablation, nrf_versus_standard_attacks
-from advclaims.analysis.info_bottleneck.bottleneck import BETA, ChannelMasks, Split, fit_channel_masks
-from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite, attack_params
+from advclaims.analysis.info_bottleneck.bottleneck import (BETA, ChannelMasks, Split, fit_channel_masks,
+                                                         predictions_of_channels)
+from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite, attack_params, relabelled_rows
 from advclaims.pipeline import AdversarialSet
 
 REPRODUCED = "reproduced"
@@ -161,12 +162,13 @@ class ConstructedSuite(EvaluationSuite):
             self.memo["masks", on, beta, labels] = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed)
         return self.memo["masks", on, beta, labels]
 
-    def attack(self, name: str) -> AdversarialSet:
-        if ("attack", name) not in self.memo:
+    def attack(self, name: str, *, mask_labels: str = "true") -> AdversarialSet:
+        mask_labels = self._mask_labels(name, mask_labels)
+        if ("attack", name, mask_labels) not in self.memo:
             params = attack_params(name, self.eps)
-            x_adv = self._run(name, params)[0]["x_adv"]
-            self.memo["attack", name] = AdversarialSet(name, params, self.model.label, self.x, x_adv, self.y)
-        return self.memo["attack", name]
+            x_adv = self._run(name, params, mask_labels)[0]["x_adv"]
+            self.memo["attack", name, mask_labels] = AdversarialSet(name, params, self.model.label, self.x, x_adv, self.y)
+        return self.memo["attack", name, mask_labels]
 
 
 @pytest.fixture(autouse=True)
@@ -243,6 +245,26 @@ def test_ib5_reproduces_where_only_nrf_can_follow_the_gradient_and_fails_where_t
     assert (true, false) == (REPRODUCED, "contradicted")
 
 
+def test_the_predicted_label_nrf_is_the_true_label_nrf_re_attacked_where_a_mask_can_matter():
+    """The suite's predicted-label NRF (IB-5 and IB-6's sensitivity) against a full run of NRF on the
+    predicted-label masks: the same images. Labels of 20 images are changed so that the model misclassifies
+    them: their masks differ (their fitted label differs from the prediction) and nothing else does."""
+    x, y = constructed_images()
+    y[:20] = (y[:20] + 1) % SIGNALS
+    suite = ConstructedSuite(ChannelNet(8.0, 8.0), x, y)
+    for name in ("nrf", "rf_max"):
+        channels = attack_params(name, suite.eps)["channels"]
+        differ, reattacked = relabelled_rows(suite, channels)
+        assert differ[20:].sum() == 0 and differ[:20].any() and not reattacked.any()
+        params = {k: v for k, v in attack_params(name, suite.eps).items() if k != "channels"}
+        full = suite._nrf(x, y, suite.masks(labels="predicted").index(channels), params)
+        assert torch.allclose(suite.attack(name, mask_labels="predicted").x_adv, full, atol=1e-6)
+        assert not torch.equal(suite.masks().index(channels), suite.masks(labels="predicted").index(channels))
+    # on the images the model gets right the mask does matter: the two masks give two attacks
+    right = suite.model.module(x).argmax(1) == y
+    assert not torch.allclose(suite.attack("nrf").x_adv[right], suite.attack("rf_max").x_adv[right], atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------
 # a planted suite: IB-2 and IB-5 hold by design, then are made false
 
@@ -287,7 +309,7 @@ class PlantedSuite:
         robust[:, slice(CLASSES, None) if self.swapped else slice(None, CLASSES)] = True
         return ChannelMasks(robust, torch.ones(robust.shape), torch.zeros(PLANTED_IMAGES), beta)
 
-    def attack(self, name: str) -> AdversarialSet:
+    def attack(self, name: str, *, mask_labels: str = "true") -> AdversarialSet:
         hit = self.order[:round(self.success[name] * PLANTED_IMAGES)]
         height = 1.9 if THREAT_MODEL[name] == "L-inf eps" else 3.0
         x_adv = self.x.clone()
@@ -337,7 +359,7 @@ class AttackedInBothBlocks(PlantedSuite):
     """The planted attacks, with the robust block rewritten like the non-robust one: both parts carry the
     adversarial label equally, so the non-robust part's agreement is not above the robust part's."""
 
-    def attack(self, name: str) -> AdversarialSet:
+    def attack(self, name: str, *, mask_labels: str = "true") -> AdversarialSet:
         s = super().attack(name)
         hit = self.order[:round(self.success[name] * PLANTED_IMAGES)]
         x_adv = s.x_adv.clone()

@@ -213,6 +213,21 @@ def test_a_model_without_a_usable_split_is_refused_in_one_line_that_says_what_it
     check_split(split_at_last_conv_block(TinyNet()), images(1, 0)[0])  # (N, 4, 6, 6): accepted
 
 
+def test_masks_fitted_with_another_label_differ_only_on_the_images_whose_label_changed():
+    """Each image's sigma comes from its own features, label and noise draws (the CE is a mean over images, the KL
+    a mean over images and channels, Adam is elementwise, T ignores labels): what the predicted-label sensitivity of
+    IB-2, IB-3, IB-5 and IB-6 rests on."""
+    split = tiny_split()
+    g = torch.Generator().manual_seed(3)
+    z, y = torch.randn(12, 3, 3, 3, generator=g), torch.randint(0, NUM_CLASSES, (12,), generator=g)
+    other = y.clone()
+    other[:4] = (other[:4] + 1) % NUM_CLASSES
+    a = fit_channel_masks(split, z, y, steps=30, batch_size=6, seed=1)
+    b = fit_channel_masks(split, z, other, steps=30, batch_size=6, seed=1)
+    assert torch.equal(a.sigma[4:], b.sigma[4:]) and torch.equal(a.threshold, b.threshold)
+    assert not torch.equal(a.sigma[:4], b.sigma[:4])
+
+
 @settings(deadline=None)
 @given(seeds, st.integers(1, 6), st.integers(1, 9), st.integers(1, 4))
 def test_random_channel_masks_keep_each_images_count_and_follow_the_seed(seed, n, channels, draws):
@@ -274,6 +289,20 @@ def test_nrf_returns_only_misclassified_changes_and_a_batch_gives_its_items(seed
         assert bool((net(out[moved]).argmax(1) != y[moved]).all())
     one_by_one = torch.cat([run_nrf(net, x[i:i + 1], y[i:i + 1], mask[i:i + 1], steps=6, lr=0.3) for i in range(4)])
     assert torch.allclose(out, one_by_one, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=10)
+@given(seeds, st.sampled_from(["max", "min"]))
+def test_nrf_returns_an_image_the_model_misclassifies_the_same_whatever_its_mask(seed, norm):
+    """The predicted-label NRF of IB-5 and IB-6 reuses the true-label one on such images (suite's docstring)."""
+    net = TinyNet()
+    x, _ = images(6, seed)
+    with torch.no_grad():
+        y = (net(x).argmax(1) + 1) % NUM_CLASSES  # every image misclassified
+    g = torch.Generator().manual_seed(seed)
+    one, two = (torch.rand(6, 4, generator=g) < 0.5 for _ in range(2))
+    assert torch.equal(run_nrf(net, x, y, one, steps=6, lr=0.3, gradient_norm=norm),
+                       run_nrf(net, x, y, two, steps=6, lr=0.3, gradient_norm=norm))
 
 
 def test_nrf_without_masked_channels_is_the_same_attack_whichever_the_norm():
@@ -361,6 +390,7 @@ class SweepSuite:
 
     channels = 8
     arch = "tiny"
+    num_classes, seed = NUM_CLASSES, 0
 
     def __init__(self, robust=(7, 6, 5, 4, 3, 2, 1)):
         g = torch.Generator().manual_seed(0)
@@ -378,7 +408,7 @@ class SweepSuite:
     def features(self, x):
         return x
 
-    def attack(self, name):
+    def attack(self, name, *, mask_labels="true"):
         return SimpleNamespace(x_adv=self.x + 0.5 * torch.sign(self.x))
 
     def masks(self, on="clean", *, beta=0.3, labels="true"):
@@ -416,3 +446,15 @@ def test_ib2_decides_on_true_label_masks_and_reports_predicted_label_masks_as_it
     assert any(predicted[k].value != m.statistics[k].value for k in m.statistics)
     assert m.values["mask_changes_predicted_labels"] == 8.0
     assert any("true label" in note for note in m.notes)
+
+
+def test_ib3_decides_on_true_label_masks_and_reports_predicted_label_masks_as_its_sensitivity():
+    suite = SweepSuite()
+    m = non_robust_features_carry_the_adversarial_label(suite)
+    assert set(suite.calls) == {"true", "predicted"}
+    predicted = m.sensitivity["mask_labels"]["1"]
+    assert set(predicted) == set(m.statistics)
+    assert any(predicted[k].value != m.statistics[k].value for k in m.statistics)
+    assert {r["mask_labels"] for r in m.tables["table2"]} == {"true", "predicted"}
+    assert m.values["mask_changes_predicted_labels_pgd"] == 8.0
+    assert any("adversarial label" in note for note in m.notes)

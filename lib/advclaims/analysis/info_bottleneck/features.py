@@ -106,6 +106,9 @@ MASK_LABEL_CODES = {"true": 0, "predicted": 1}  # IB-2's sensitivity parameter m
 LABEL_LEAK = ("the masks are fitted per test image with that image's true label, and the same images' accuracies are "
               "then scored (as the authors' find_features and test code do): the label the features are scored against "
               "helped choose the channels")
+IB3_LABELS = ("masks fitted per adversarial image with its true label (the authors' visualize.py), then scored on the "
+              "same images; the sensitivity mask_labels = 1 fits them on the model's prediction for each adversarial "
+              "image, which on the successful attacks scored is the adversarial label the agreement is judged against")
 
 
 def table1_statistics(ok: dict[str, dict[str, np.ndarray]], attacks: tuple[str, ...]) -> dict[str, stats.Estimate]:
@@ -165,21 +168,14 @@ def robust_features_under_attacks(suite: EvaluationSuite, attacks: tuple[str, ..
 # IB-3 (Table 2)
 
 
-def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
-                                                    attacks: tuple[str, ...] = TABLE1_ATTACKS,
-                                                    *, control_draws: int = CONTROL_DRAWS) -> Measurement:
-    """IB-3 (Section 3.3, Table 2): on successful attacks (model(x_adv) != y), masks fitted on the adversarial
-    images; agreement of tail(i_nr^a · Z̄) with the adversarial prediction, against chance, against
-    tail(i_r^a · Z̄)'s agreement, and against a control of the same size: per image, ``control_draws``
-    random channel selections with as many channels as its non-robust mask (seeded by the suite's seed),
-    their agreement averaged. The non-robust part holds most channels, so chance alone is a weak reference:
-    the control asks whether the bottleneck's choice of channels matters, not only their number."""
+def _table2(suite: EvaluationSuite, attacks: tuple[str, ...], labels: str, control_draws: int):
+    """IB-3's statistics, table rows and values with the adversarial images' masks fitted with ``labels``."""
     chance = 1.0 / suite.num_classes
     statistics, rows, values = {}, [], {}
     for a in attacks:
         s = suite.attack(a)
         z_adv = suite.features(s.x_adv)
-        masks = suite.masks(a)
+        masks = suite.masks(a, labels=labels)
         preds = masked_predictions(suite.split, z_adv, masks)
         success = preds["int"] != suite.y
         n = int(success.sum())
@@ -199,14 +195,39 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
         statistics[f"non_robust_minus_robust_agreement_{a}"] = stats.mean_difference(agree_nr, agree_r)
         values[f"non_robust_agreement_{a}"] = nr.value
         values[f"random_agreement_{a}"] = rnd.value
-        rows.append(table_row(attack=ATTACK_LABELS[a], successful=n, non_robust_agreement=nr, random_agreement=rnd,
-                         robust_agreement=r, chance=chance, non_robust_channels=float(sizes.float().mean()),
-                         robust_channels=float(masks.robust[success].sum(1).float().mean())))
-    return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table2": rows},
+        rows.append(table_row(attack=ATTACK_LABELS[a], mask_labels=labels, successful=n, non_robust_agreement=nr,
+                              random_agreement=rnd, robust_agreement=r, chance=chance,
+                              non_robust_channels=float(sizes.float().mean()),
+                              robust_channels=float(masks.robust[success].sum(1).float().mean())))
+    return statistics, rows, values
+
+
+def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
+                                                    attacks: tuple[str, ...] = TABLE1_ATTACKS,
+                                                    *, control_draws: int = CONTROL_DRAWS) -> Measurement:
+    """IB-3 (Section 3.3, Table 2): on successful attacks (model(x_adv) != y), masks fitted on the adversarial
+    images; agreement of tail(i_nr^a · Z̄) with the adversarial prediction, against chance, against
+    tail(i_r^a · Z̄)'s agreement, and against a control of the same size: per image, ``control_draws``
+    random channel selections with as many channels as its non-robust mask (seeded by the suite's seed),
+    their agreement averaged. The non-robust part holds most channels, so chance alone is a weak reference:
+    the control asks whether the bottleneck's choice of channels matters, not only their number.
+
+    The deciding masks are fitted with the true labels (the authors' visualize.py); the same statistics with masks
+    fitted on the model's predictions on the adversarial images are the sensitivity ``mask_labels`` = 1. On the
+    successful attacks scored here that prediction is the adversarial label itself, so neither fit is free of the
+    label it is judged by: the true label is the one the attack moved away from, the predicted one is the label
+    the agreement is scored against (``IB3_LABELS``)."""
+    statistics, rows, values = _table2(suite, attacks, "true", control_draws)
+    predicted, predicted_rows, predicted_values = _table2(suite, attacks, "predicted", control_draws)
+    values.update({f"{k}_predicted_label_masks": v for k, v in predicted_values.items()})
+    for a in attacks:  # channels per image whose assignment the label choice changes (all images)
+        values[f"mask_changes_predicted_labels_{a}"] = float(
+            (suite.masks(a).robust != suite.masks(a, labels="predicted").robust.to(suite.masks(a).robust.device))
+            .sum(1).float().mean())
+    return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table2": rows + predicted_rows},
+                       sensitivity={"mask_labels": {f"{MASK_LABEL_CODES['predicted']:g}": predicted}},
                        notes=suite_notes(suite) + [f"control: {control_draws} random channel selections per image, each as "
-                                              f"large as its non-robust mask (seed {suite.seed})",
-                                              "masks fitted per adversarial image with its true label (the authors' "
-                                              "find_features), then scored on the same images"])
+                                              f"large as its non-robust mask (seed {suite.seed})", IB3_LABELS])
 
 
 # ---------------------------------------------------------------------------------------------

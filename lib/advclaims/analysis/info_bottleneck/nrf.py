@@ -1,9 +1,12 @@
 """IB-5 and IB-6 of the information-bottleneck paper: the NRF attack against FGSM, BIM, PGD and CW (Table 3), and
 the gradient-norm ablation (Table 4). Perturbation norms are read over successful attacks only, with the share
 of them beyond the L-inf budget, so that an unequal threat model is visible beside every accuracy.
+
+NRF's masks are fitted on the clean test images with their true labels (the authors' code), and accuracy is then
+scored on the same labels; the statistics again with NRF on masks fitted on the model's predictions are the
+sensitivity ``mask_labels`` = 1 (``NRF_LABELS``; suite's module docstring: why that variant costs almost nothing).
 """
 
-from __future__ import annotations
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,13 +16,18 @@ import numpy as np
 from ... import stats
 from ...evaluation import correct
 from ...measurement import Measurement
-from .suite import THREAT_MODEL, EvaluationSuite
+from .suite import ATTACKS, THREAT_MODEL, EvaluationSuite, relabelled_rows
 
 from . import figures
-from .features import as_numpy, suite_notes, table_row
+from .features import MASK_LABEL_CODES, as_numpy, suite_notes, table_row
 from .suite import ATTACK_LABELS
 
 BEYOND_EPS_TOL = 1e-6  # float rounding of a confined attack's box edge, in pixels
+NRF_LABELS = ("NRF's masks are fitted per test image with its true label (the authors' code) and accuracy is scored on the "
+              "same labels; the sensitivity mask_labels = 1 runs every NRF variant with masks fitted on the model's "
+              "predictions instead. The two mask sets differ only on images the model misclassifies, which NRF returns "
+              "unchanged whatever its mask, so the variant re-attacks only images whose masks differ and that the model "
+              "classifies correctly")
 
 
 def successful_perturbations(s, successful: np.ndarray, eps: float) -> dict[str, np.ndarray]:
@@ -43,27 +51,55 @@ def mean_or_value(values: np.ndarray):
 # IB-5 (Table 3) and IB-6 (Table 4)
 
 
-def _attack_table(suite: EvaluationSuite, names: tuple[str, ...], *, build_order: tuple[str, ...] = ()):
+def _attack_table(suite: EvaluationSuite, names: tuple[str, ...], *, build_order: tuple[str, ...] = (),
+                  mask_labels: str = "true"):
     """Accuracy and perturbation norms per attack; ``build_order`` says which sets to build first, so that two
     claims sharing a set (IB-5 and IB-6 share NRF) build it once without waiting on each other. Norms are
     over the attack's successes (clean right, adversarial wrong), beside their share of the images and the
-    fraction of them beyond the L-inf eps of FGSM/BIM/PGD."""
+    fraction of them beyond the L-inf eps of FGSM/BIM/PGD. ``mask_labels``: the clean masks NRF-kind attacks use;
+    with "predicted" only those attacks are measured (the others use no mask) and the Clean row is left out."""
     for name in build_order:
-        suite.attack(name)
+        suite.attack(name, mask_labels=mask_labels)
     ok, norms, rows = {}, {}, []
     clean = as_numpy(correct(suite.model.module, suite.x, suite.y))
-    rows.append(table_row(attack="Clean", threat_model="–", accuracy=stats.mean(clean), successful=0.0, l2=0.0, linf=0.0,
-                     beyond_eps=0.0, steps=0))
+    if mask_labels == "true":
+        rows.append(table_row(attack="Clean", threat_model="–", mask_labels="–", accuracy=stats.mean(clean),
+                              successful=0.0, l2=0.0, linf=0.0, beyond_eps=0.0, steps=0))
     for name in names:
-        s = suite.attack(name)
+        if mask_labels != "true" and ATTACKS[name][0] != "nrf":
+            continue
+        s = suite.attack(name, mask_labels=mask_labels)
         ok[name] = as_numpy(correct(suite.model.module, s.x_adv, suite.y))
         p = norms[name] = successful_perturbations(s, (clean == 1) & (ok[name] == 0), suite.eps)
         won = p["successful"]
-        rows.append(table_row(attack=ATTACK_LABELS[name], threat_model=THREAT_MODEL[name], accuracy=stats.mean(ok[name]),
-                         successful=float(won.mean()), l2=mean_or_value(p["l2"][won]), linf=mean_or_value(p["linf"][won]),
-                         beyond_eps=float(p["beyond_eps"].mean()) if won.any() else None,
-                         steps=s.params.get("steps", 1)))
+        rows.append(table_row(attack=ATTACK_LABELS[name], threat_model=THREAT_MODEL[name],
+                              mask_labels=mask_labels if ATTACKS[name][0] == "nrf" else "–", accuracy=stats.mean(ok[name]),
+                              successful=float(won.mean()), l2=mean_or_value(p["l2"][won]),
+                              linf=mean_or_value(p["linf"][won]),
+                              beyond_eps=float(p["beyond_eps"].mean()) if won.any() else None,
+                              steps=s.params.get("steps", 1)))
     return clean, ok, norms, rows
+
+
+def _with_predicted_label_masks(suite: EvaluationSuite, names: tuple[str, ...], ok: dict, statistics_of, values: dict,
+                                rows: list) -> dict:
+    """The sensitivity mask_labels = 1: ``statistics_of(ok)`` with every NRF-kind attack of ``names`` run on
+    predicted-label masks (the other attacks use no mask: their per-image results are reused). Adds their
+    accuracies, how many images' masks differ and how many were re-attacked to ``values``, their rows to ``rows``."""
+    _, predicted, _, predicted_rows = _attack_table(suite, names, mask_labels="predicted")
+    rows.extend(predicted_rows)
+    for name, v in predicted.items():
+        values[f"{name}_accuracy_predicted_label_masks"] = float(v.mean())
+    for channels in sorted({ATTACKS[n][1]["channels"] for n in predicted}):
+        differ, reattacked = relabelled_rows(suite, channels)
+        values[f"{channels}_masks_differ_predicted_labels"] = float(differ.sum())
+        values[f"{channels}_reattacked_predicted_labels"] = float(reattacked.sum())
+    return {f"{MASK_LABEL_CODES['predicted']:g}": statistics_of({**ok, **predicted})}
+
+
+def _deciding(rows: list[dict]) -> list[dict]:
+    """The table's rows without the sensitivity's (the figure shows the deciding protocol)."""
+    return [r for r in rows if r["mask_labels"] != "predicted"]
 
 
 def _norm_values(norms: dict) -> dict[str, float]:
@@ -80,6 +116,21 @@ def _norm_values(norms: dict) -> dict[str, float]:
     return values
 
 
+def _table3_statistics(ok: dict[str, np.ndarray]) -> dict[str, stats.Estimate]:
+    """IB-5's checked statistics from per-image correctness: other attack minus NRF, paired over images."""
+    statistics = {"cw_minus_nrf": stats.mean_difference(ok["cw"], ok["nrf"])}
+    for a in ("fgsm", "bim", "pgd"):
+        statistics[f"{a}_minus_nrf_linf"] = stats.mean_difference(ok[a], ok["nrf_linf"])
+    for a in ("fgsm", "bim", "pgd"):
+        statistics[f"{a}_minus_nrf"] = stats.mean_difference(ok[a], ok["nrf"])
+    return statistics
+
+
+def _table4_statistics(ok: dict[str, np.ndarray]) -> dict[str, stats.Estimate]:
+    """IB-6's checked statistics: each variant's accuracy minus maximised ||G_nr||'s (NRF), paired over images."""
+    return {f"{n}_minus_nrf": stats.mean_difference(ok[n], ok["nrf"]) for n in ("nrf_min", "rf_max", "rf_min")}
+
+
 def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
     """IB-5 (Section 4, Table 3): accuracy under FGSM, BIM, PGD, CW and NRF (as in the paper: unbounded L2;
     and confined to the L-inf eps-ball), each beside its perturbation norms over its successes and the
@@ -87,21 +138,19 @@ def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
     Statistics are accuracy differences (other attack minus NRF), paired over test images."""
     names = ("fgsm", "bim", "pgd", "cw", "nrf", "nrf_linf")
     clean, ok, norms, rows = _attack_table(suite, names, build_order=("nrf", "nrf_linf"))
-    statistics = {"cw_minus_nrf": stats.mean_difference(ok["cw"], ok["nrf"])}
-    for a in ("fgsm", "bim", "pgd"):
-        statistics[f"{a}_minus_nrf_linf"] = stats.mean_difference(ok[a], ok["nrf_linf"])
-    for a in ("fgsm", "bim", "pgd"):
-        statistics[f"{a}_minus_nrf"] = stats.mean_difference(ok[a], ok["nrf"])
+    statistics = _table3_statistics(ok)
     values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
     values.update(_norm_values(norms))
     values[f"{suite.arch}_clean_accuracy"] = float(clean.mean())
+    sensitivity = {"mask_labels": _with_predicted_label_masks(suite, names, ok, _table3_statistics, values, rows)}
 
     def draw(path: Path) -> None:
-        figures.accuracy_and_norms(path, rows, eps=suite.eps,
+        figures.accuracy_and_norms(path, _deciding(rows), eps=suite.eps,
                             title=f"{suite.model.label}: accuracy and perturbation size per attack")
 
     return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table3": rows},
-                       figures={f"table3_{suite.arch}": draw}, notes=suite_notes(suite))
+                       figures={f"table3_{suite.arch}": draw}, sensitivity=sensitivity,
+                       notes=suite_notes(suite) + [NRF_LABELS])
 
 
 def gradient_norm_ablation(suite: EvaluationSuite) -> Measurement:
@@ -110,14 +159,17 @@ def gradient_norm_ablation(suite: EvaluationSuite) -> Measurement:
     maximised ||G_nr|| (NRF), paired over test images."""
     names = ("nrf", "nrf_min", "rf_max", "rf_min")
     clean, ok, norms, rows = _attack_table(suite, names, build_order=("nrf_min", "rf_max", "rf_min"))
-    statistics = {f"{n}_minus_nrf": stats.mean_difference(ok[n], ok["nrf"]) for n in names[1:]}
+    statistics = _table4_statistics(ok)
     values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
     values.update(_norm_values(norms))
+    sensitivity = {"mask_labels": _with_predicted_label_masks(suite, names, ok, _table4_statistics, values, rows)}
 
     def draw(path: Path) -> None:
-        figures.accuracy_and_norms(path, rows, eps=suite.eps, title=f"{suite.model.label}: gradient-norm ablation (Table 4)")
+        figures.accuracy_and_norms(path, _deciding(rows), eps=suite.eps,
+                                   title=f"{suite.model.label}: gradient-norm ablation (Table 4)")
 
     return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table4": rows},
-                       figures={f"table4_{suite.arch}": draw}, notes=suite_notes(suite))
+                       figures={f"table4_{suite.arch}": draw}, sensitivity=sensitivity,
+                       notes=suite_notes(suite) + [NRF_LABELS])
 
 
