@@ -1,7 +1,7 @@
 """Every info_bottleneck claim reproduces on a case constructed to be true and fails on one constructed to be
 false, through its own analysis and advclaims.plugin.evaluate against expected/ (fashion_mnist, smoke).
 
-Constructed nets (IB-1, IB-4, IB-5, IB-6: the bottleneck is fitted for real, fit_channel_masks; the attacks are
+Constructed nets (IB-1 to IB-6: the bottleneck is fitted for real, fit_channel_masks; the attacks are
 EvaluationSuite's own). ChannelNet reads 9 channels of 2 x 2 pixels, Z = x: 4 signals (logit k gets
 a * (mean - 0.5) of signal k), 4 helpers (logit k gets b * relu(mean - 0.5) of helper k) and an ignored decoy.
 The fit's per-image, per-channel noise is kept where it does not hurt the cross-entropy and the KL term pulls
@@ -26,6 +26,23 @@ every other sigma^2 to the channel's spatial variance, below T = max spatial var
   inside the eps-ball. IB-5 false: a weak linear ChannelNet (a = 2, no helpers, flat decoy): the cross-entropy
   gradient is alive, so FGSM, BIM and PGD reach the eps-ball's corner, while confined NRF pushes only along the
   channels the bottleneck calls non-robust and pays for ||delta||^2: weaker than all three (contradicted).
+- IB-2 (ReadoutNet, fitted masks and real attacks): ChannelNet's fitted robust part was a single dead helper that
+  reads the same for every class, so robust accuracy sat at chance. ReadoutNet gives the own-class helper a
+  value (0.45, read out linearly, d = 0.2; the other helpers read 0, kept or zeroed), keeps it 0.05 below its
+  relu so that noise on it mostly helps (robust in > 90% of images, with signal margins small enough that the
+  cross-entropy never saturates), and saturates it in the encoder so that no attack moves it. The signals are
+  read through their weakest pixel, which orders the attacks: FGSM's one signed step raises only one pixel of
+  each other class's signal, PGD's steps raise them in turn, C&W moves one pixel without bound. True: robust
+  accuracy > 0.9 under every attack, non-robust accuracy falling FGSM > PGD > CW (reproduced). False (effect
+  absent): the same net and images with d = 0: the own helper is still called robust, but the tail no longer
+  reads its value, so the robust part is at chance under every attack (contradicted).
+- The label leak (the protocol notes of IB-2, IB-3, IB-5, IB-6), constructed: ReadoutNet with every helper at
+  0.45 for every class carries no class in its helpers, yet IB-2 reproduces, because the mask fitted with the
+  label keeps that label's helper and zeroes the others. The predicted-label masks do the same wherever the
+  model is right: they differ from the true-label ones only on misclassified images (each image's noise scales
+  depend on its own features, label and noise draws only). The predicted-label NRF of IB-5 and IB-6 rests on the
+  same fact: NRF returns a misclassified image unchanged whatever its mask, so the suite re-attacks only images
+  whose masks differ and that the model gets right; checked against a full run.
 
 Planted suite (IB-2, IB-3: hand-set masks and planted attacks, which these claims take as given): Z = x,
 8 channels, a robust block and a non-robust block both one-hot on the true class; an attack rewrites the
@@ -33,8 +50,7 @@ non-robust block of a given share of images. True: robust accuracy stays 1 while
 falls with attack strength (IB-2), the non-robust block carries the adversarial label (IB-3). False: the
 attack moves the prediction through the block the masks call robust (IB-2, IB-3: contradicted), the attacked
 shares rise instead of falling with strength (IB-2: contradicted). IB-3 also reproduces on ChannelNet with live
-helpers (fitted masks, real attacks; its false case there is the planted one). IB-2 is not run on ChannelNet:
-there the fitted robust part is a single helper, kept for 6-11% of images, so robust accuracy is the lower.
+helpers (fitted masks, real attacks; its false case there is the planted one).
 IB-5's planted case (NRF made to succeed on fewer images) is kept beside the constructed nets.
 An IB-3 case whose robust and non-robust parts agree equally (a difference of 0 on every image, a zero-width
 interval) is not reproduced: a degenerate interval blocks reproduction instead of being set aside.
@@ -143,6 +159,50 @@ class SaturatedNet(nn.Module):
         return self.tail(self.encode(x))
 
 
+class ReadoutNet(nn.Module):
+    """IB-2's nets. Z = encode(x) on ChannelNet's 9 channels: the signals and the decoy as they are, each helper
+    saturated, Z = 0.45 * sigmoid(30 (x - 0.5)) (a pixel at 0.9 reads 0.45, at 0.1 about 0, and a step of an
+    attack's size barely moves either). Class k's logit is a * (min over its signal's pixels - 0.5) +
+    b * relu(mean(helper k) - 0.5) + d * mean(helper k). The min makes FGSM the weakest attack (its one signed
+    step raises only the weakest pixel of each other class's signal; PGD's steps raise them in turn) and C&W the
+    strongest (unbounded, one pixel lowered far)."""
+
+    def __init__(self, a: float = 4.0, b: float = 8.0, d: float = 0.2):
+        super().__init__()
+        self.a, self.b, self.d = a, b, d
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        helpers = 0.45 * torch.sigmoid(30.0 * (x[:, SIGNALS:2 * SIGNALS] - 0.5))
+        return torch.cat([x[:, :SIGNALS], helpers, x[:, 2 * SIGNALS:]], 1)
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        signals = z[:, :SIGNALS].amin(dim=(2, 3))
+        helpers = z[:, SIGNALS:2 * SIGNALS].mean(dim=(2, 3))
+        return self.a * (signals - 0.5) + self.b * torch.relu(helpers - 0.5) + self.d * helpers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.encode(x))
+
+
+def readout_images(*, helpers: str = "own", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images for ReadoutNet: signal k at 0.5 + m on class k, 0.5 - m elsewhere (m uniform in [0.01, 0.21], so
+    that the attacks break some images and the cross-entropy never saturates); helper pixels at 0.9 on the
+    image's own class and 0.1 elsewhere (``helpers="all"``: 0.9 on every class); ChannelNet's decoy; pixel
+    noise 0.01."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, SIGNALS, (CONSTRUCTED_IMAGES,), generator=g)
+    own = F.one_hot(y, SIGNALS).bool()
+    m = 0.01 + 0.2 * torch.rand(CONSTRUCTED_IMAGES, 1, generator=g)
+    signals = torch.where(own, 0.5 + m, 0.5 - m)
+    if helpers not in ("own", "all"):
+        raise ValueError(f"helpers must be 'own' or 'all', got {helpers!r}")
+    helper = torch.where(own | (helpers == "all"), torch.full_like(signals, 0.9), torch.full_like(signals, 0.1))
+    x = torch.cat([signals, helper, torch.zeros_like(m)], 1)[:, :, None, None].expand(-1, -1, 2, 2).clone()
+    x[:, -1] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    x += 0.01 * torch.randn(x.shape, generator=g)
+    return x.clamp(0.0, 1.0), y
+
+
 class ConstructedSuite(EvaluationSuite):
     """EvaluationSuite on a ChannelNet and its constructed images, without a pipeline or store: masks are
     fit_channel_masks' on the suite's features, attacks the suite's own (_run, attack_params at ``eps``)."""
@@ -243,6 +303,57 @@ def test_ib5_reproduces_where_only_nrf_can_follow_the_gradient_and_fails_where_t
     weak = ConstructedSuite(ChannelNet(2.0, 0.0), *constructed_images(decoy=False))
     false = verdict("IB-5", nrf_versus_standard_attacks(weak))
     assert (true, false) == (REPRODUCED, "contradicted")
+
+
+def readout_suite(net: ReadoutNet, helpers: str = "own") -> ConstructedSuite:
+    suite = ConstructedSuite(net, *readout_images(helpers=helpers))
+    assert (net(suite.x).argmax(1) == suite.y).all()
+    return suite
+
+
+def helpers_alone(suite: ConstructedSuite) -> torch.Tensor:
+    """Accuracy of tail(Z) with only the four helpers kept (the same channels for every image, no mask fitted)."""
+    keep = torch.zeros(len(suite.y), CHANNELS, dtype=torch.bool)
+    keep[:, SIGNALS:2 * SIGNALS] = True
+    return (predictions_of_channels(suite.split, suite.features(suite.x), keep) == suite.y).float().mean()
+
+
+def test_ib2_reproduces_on_a_constructed_net_and_is_contradicted_where_the_robust_channels_carry_no_class():
+    """True: ReadoutNet (d = 0.2): the fit calls each image's own-class helper robust (0.05 below its relu, so
+    noise on it mostly raises the right logit) and the signals non-robust; the helpers say the class by value
+    (own 0.45 read out as 0.09, the others 0 kept or zeroed) and the encoder's saturation keeps every attack
+    off them, so robust accuracy stays near 1 while the non-robust accuracy falls from FGSM to PGD to C&W.
+    False (effect absent): the same net and images with d = 0: the fit still calls the own helper robust (its
+    relu is the same), but the tail no longer reads the helpers' values, so tail(i_r · Z̄) ties (class 0,
+    chance) under every attack, below the non-robust part under FGSM and PGD."""
+    true_suite, absent_suite = readout_suite(ReadoutNet(d=0.2)), readout_suite(ReadoutNet(d=0.0))
+    for suite in (true_suite, absent_suite):
+        robust = suite.masks().robust
+        assert robust[torch.arange(CONSTRUCTED_IMAGES), SIGNALS + suite.y].float().mean() > 0.9
+        assert robust.sum(1).float().mean() < 1.1 and not robust[:, :SIGNALS].any()
+    # kept alone, the helpers name the class on the true net; on the absent one they tie (argmax: class 0)
+    assert helpers_alone(true_suite) == 1.0 and helpers_alone(absent_suite) == (absent_suite.y == 0).float().mean()
+    true_m, absent_m = robust_features_under_attacks(true_suite), robust_features_under_attacks(absent_suite)
+    true, absent = verdict("IB-2", true_m), verdict("IB-2", absent_m)
+    assert (true, absent) == (REPRODUCED, "contradicted")
+    rows = {(r["example"], r["mask_labels"]): r for r in true_m.tables["table1"]}
+    assert all(rows[a, "true"]["robust_acc"] > 0.9 for a in ("FGSM", "PGD", "CW"))
+    assert rows["FGSM", "true"]["non_robust_acc"] > rows["PGD", "true"]["non_robust_acc"] > rows["CW", "true"]["non_robust_acc"]
+    assert all(r["robust_acc"] < 0.3 for r in absent_m.tables["table1"])
+
+
+def test_ib2_masks_fitted_with_the_label_can_carry_it_alone():
+    """The label leak the protocol note flags, constructed: every helper at 0.45 for every class, so the helpers
+    carry no class (kept alone, chance accuracy). Fitted with the label, the bottleneck calls the label's own helper
+    robust and zeroes the others, and d * 0.45 against 0 then names the label: IB-2 reproduces, robust accuracy
+    1 under every attack. The predicted-label masks do the same here, since the model is right on every clean
+    image: that sensitivity only changes the masks of misclassified images."""
+    suite = readout_suite(ReadoutNet(d=0.2), helpers="all")
+    assert helpers_alone(suite) < 0.4  # chance (4 classes): equal up to pixel noise squeezed by the saturation
+    m = robust_features_under_attacks(suite)
+    record = plugin.evaluate("IB-2", m, dataset="fashion_mnist", budget="smoke")
+    assert record["verdict"] == REPRODUCED and [s["verdict"] for s in record["sensitivity"]] == [REPRODUCED] * 2
+    assert all(r["robust_acc"] == 1.0 for r in m.tables["table1"])
 
 
 def test_the_predicted_label_nrf_is_the_true_label_nrf_re_attacked_where_a_mask_can_matter():
