@@ -1,20 +1,16 @@
-"""Registers the advclaims plugin (options, claim marker, check, report) and the fixture plugins."""
+"""The checkout's fixture plugins (advclaims itself is a pytest plugin: pyproject's pytest11 entry point loads it).
 
-import os
+A new paper's fixtures go in fixtures/<paper>.py and are named here (docs/adding-a-claim.md).
+"""
+
 from pathlib import Path
-
-# before torch loads OpenMP: idle threads sleep instead of spinning, so processes sharing the cores
-# (xdist workers, a second job) do not slow each other down by orders of magnitude
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-HERE = Path(__file__).parent
-TESTS = HERE / "tests"
+TESTS = Path(__file__).parent / "tests"
 
-# every module of fixtures/ is a fixture plugin (data, models, adversarial, and one per paper as needed)
-pytest_plugins = ["advclaims.plugin"] + [
-    f"fixtures.{p.stem}" for p in sorted((HERE / "fixtures").glob("*.py")) if p.stem != "__init__"]
+pytest_plugins = ["fixtures.data", "fixtures.models", "fixtures.adversarial", "fixtures.local_properties",
+                  "fixtures.high_frequency", "fixtures.info_bottleneck", "fixtures.curvature"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,7 +18,8 @@ from torch import nn
 
 from advclaims import models, perf
 from advclaims.attacks import frozen, input_gradient, pgd
-from advclaims.attacks._common import FastForward, cross_entropy_loss, fast_model
+from advclaims.attacks._common import cross_entropy_loss
+from advclaims.attacks.fastpath import FastForward, fast_model
 
 # the narrow nets of the smoke budget: (name, in_channels, width, image side)
 MODELS = [("resnet18", 3, 8, 32), ("preact_resnet18", 3, 8, 32), ("vgg16_bn", 3, 8, 32), ("wrn28_10", 3, 1, 32),

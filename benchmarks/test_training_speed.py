@@ -1,4 +1,4 @@
-"""Training throughput of advclaims.training.train: standard and PGD-10 adversarial training.
+"""Training throughput of advclaims.checkpoints.training.train: standard and PGD-10 adversarial training.
 
 Run: pytest benchmarks/ --benchmark-only --repro-threads 1
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from advclaims import perf
-from advclaims.training import Recipe, train
+from advclaims.checkpoints.training import Recipe, train
 
 TRAIN_IMAGES = 512
 BATCH = 128

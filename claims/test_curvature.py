@@ -8,9 +8,9 @@ CIFAR-10/100 (and ResNet-18 on CIFAR-10 at the paper budget), standard training.
 import pytest
 
 from advclaims.analysis.curvature import (accuracy_in_curvature_subspaces, accuracy_in_svd_subspaces,
-                                         additive_separability, class_departures, class_transitions,
-                                         confined_deepfool_norms, downsampling_defence, flat_direction_effects,
-                                         perturbation_fractions, principal_curvature_properties)
+                                          additive_separability, class_departures, class_transitions,
+                                          confined_deepfool_norms, downsampling_defence, flat_direction_effects,
+                                          perturbation_fractions, principal_curvature_properties)
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.curvature

@@ -8,7 +8,7 @@ relation each test checks and a protocol_note the report prints.
 import pytest
 
 from advclaims.analysis.high_frequency import (class_expectation_stability, feature_trajectories,
-                                              frequency_split_success, target_spectrum_correlation)
+                                               frequency_split_success, target_spectrum_correlation)
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.high_frequency

@@ -10,8 +10,8 @@ paper's figures and the verdicts expected per dataset and budget are in expected
 import pytest
 
 from advclaims.analysis.info_bottleneck import (gradient_norm_ablation, non_robust_features_carry_the_adversarial_label,
-                                               nrf_versus_standard_attacks, robust_and_non_robust_split,
-                                               robust_channels_versus_beta, robust_features_under_attacks)
+                                                nrf_versus_standard_attacks, robust_and_non_robust_split,
+                                                robust_channels_versus_beta, robust_features_under_attacks)
 from advclaims.plugin import on_datasets
 
 pytestmark = pytest.mark.info_bottleneck

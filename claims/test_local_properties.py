@@ -6,11 +6,11 @@ and the verdict expected per dataset and budget live in expected/local_propertie
 
 import pytest
 
-from advclaims.analysis.local_properties import (fgsm_versus_pgd, frequency_swap, high_pass_accuracy,
-                                                low_pass_accuracy, low_pass_accuracy_std_vs_adv,
-                                                outcome_ratios_std_vs_adv, perturbation_smoothness,
-                                                response_differences_by_outcome, response_differences_std_vs_adv,
-                                                spectrum_differences, transfer_response_differences)
+from advclaims.analysis.local_properties import (fgsm_versus_pgd, frequency_swap, high_pass_accuracy, low_pass_accuracy,
+                                                 low_pass_accuracy_std_vs_adv, outcome_ratios_std_vs_adv,
+                                                 perturbation_smoothness, response_differences_by_outcome,
+                                                 response_differences_std_vs_adv, spectrum_differences,
+                                                 transfer_response_differences)
 from advclaims.analysis.local_properties import weight_decay_sweep as sweep_trends
 from advclaims.plugin import on_datasets
 

@@ -40,7 +40,7 @@ echo "chaos: final run took $(( $(date +%s) - start ))s" | tee -a "$WORK/log.txt
 .venv/bin/python - "$WORK" <<'PY'
 import json, sys
 from pathlib import Path
-from advclaims import report
+from advclaims.verdict import report
 work = Path(sys.argv[1])
 clean, chaos = (report.measured(json.loads((work / f"report-{k}" / "report.json").read_text())) for k in ("clean", "chaos"))
 differ = sorted(k for k in clean.keys() | chaos.keys() if clean.get(k) != chaos.get(k))

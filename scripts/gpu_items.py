@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from advclaims import accel, data, models, training
+from advclaims import accel, data, models
+
+from advclaims.checkpoints import training
 from advclaims.analysis.curvature import defence, subspaces
 from advclaims.attacks import deepfool
 

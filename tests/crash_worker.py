@@ -18,7 +18,13 @@ import sys
 
 import torch
 
-from advclaims import atomic, data, models, store, training
+from advclaims import data, models
+
+from advclaims.checkpoints import atomic
+
+from advclaims.checkpoints import store
+
+from advclaims.checkpoints import training
 
 EPOCHS = 4
 

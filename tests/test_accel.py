@@ -5,10 +5,12 @@ import warnings
 import pytest
 import torch
 
-from advclaims import accel, data, models, training
+from advclaims import accel, data, models
+
+from advclaims.checkpoints import training
 from advclaims.attacks import pgd
 from advclaims.evaluation import accuracy
-from advclaims.options import pin_worker
+from advclaims.plugin.options import pin_worker
 
 DEVICES = [pytest.param("cpu", id="cpu"),
            pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]

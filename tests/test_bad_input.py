@@ -21,31 +21,35 @@ from _pytest.config.argparsing import Parser
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from advclaims import budgets, cli, data, expected, models, verdicts
-from advclaims import options as options_mod
+from advclaims import budgets, cli, data, models
+
+from advclaims.verdict import expected
+
+from advclaims.verdict import records
+from advclaims.plugin import collection as collection_mod
+from advclaims.plugin import options as options_mod
 from advclaims.attacks import (NonFiniteLogits, bim, confined_deepfool, cw_l2, deepfool, fgsm, nrf, pgd,
                                targeted_deepfool, universal_perturbation)
 from advclaims.evaluation import attack_batched
-from advclaims.measurement import Measurement
-from advclaims.pipeline import Pipeline
-from advclaims.stats import Estimate
-from advclaims.store import Store
+from advclaims.verdict.measurement import Measurement
+from advclaims.checkpoints.pipeline import Pipeline
+from advclaims.verdict.stats import Estimate
+from advclaims.checkpoints.store import Store
 
-pytest_plugins = ["pytester"]
 
 SIDE, CLASSES = 16, 3
-ONE_CLAIM = textwrap.dedent('''
-    [claims.LP-7]
-    title = "t"
-    source = "s"
-    [[claims.LP-7.checks]]
-    statistic = "diff"
-    description = "d"
-    comparator = ">"
-    threshold = 0.0
-    basis = "protocol"
-    basis_note = "a test"
-''')
+ONE_CLAIM = """
+[claims.LP-7]
+title = "t"
+source = "s"
+[[claims.LP-7.checks]]
+statistic = "diff"
+description = "d"
+comparator = ">"
+threshold = 0.0
+basis = "protocol"
+basis_note = "a test"
+"""  # one claim, parsed directly (the pytester tests take claim_project's, which is the same)
 
 
 def lenet() -> torch.nn.Module:
@@ -167,9 +171,16 @@ def test_every_attack_explains_every_bad_input_in_one_line(attack, case):
 def test_a_good_batch_passes_every_attack():
     """The table's failures come from the bad input, not from a broken call."""
     x = torch.rand(2, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
-    for name, (call, _) in ATTACKS.items():
+    for name, (call, bounded) in ATTACKS.items():
         out = call(lenet(), x, torch.tensor([0, 1]), GOOD_EPS)
-        assert out is not None, name
+        if name == "universal_perturbation":  # one pattern for every image, within the budget
+            assert out.shape[-3:] == x.shape[1:] and out.abs().max() <= GOOD_EPS + 1e-6
+            continue
+        adv = out if torch.is_tensor(out) else getattr(out, "x_adv", None)
+        adv = adv if adv is not None else x + out.perturbation  # the DeepFool family returns its perturbation
+        assert adv.shape == x.shape and torch.isfinite(adv).all(), name
+        if bounded:
+            assert (adv - x).abs().max() <= GOOD_EPS + 1e-6, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +238,7 @@ def test_a_non_finite_statistic_names_the_claim_and_the_likely_cause():
     spec = expected.parse(ONE_CLAIM, paper="local_properties")["LP-7"]
     measurement = Measurement(statistics={"diff": Estimate(math.nan, math.nan, math.nan, 10)}, n=10)
     with pytest.raises(ValueError) as error:
-        verdicts._evaluate(spec, measurement, "fashion_mnist", "smoke", (0,))
+        records.measured(records.Instance(spec, "fashion_mnist", "smoke", (0,)), measurement)
     message = one_line(error.value)
     assert "LP-7" in message and "diff" in message and "diverged training" in message
 
@@ -271,14 +282,6 @@ def test_image_folder_with_an_undecodable_file_is_corrupt(tmp_path):
         data.read_arrays("imagenet", "test", tmp_path, limit=1)
 
 
-def project(pytester):
-    """A pytester folder that is its own rootdir, with an expected/ of one claim."""
-    pytester.makeini("[pytest]\n")
-    (pytester.path / "expected").mkdir()
-    (pytester.path / "expected" / "local_properties.toml").write_text(ONE_CLAIM)
-    return pytester
-
-
 CLAIM_ON_CIFAR = textwrap.dedent('''
     import pytest
     from advclaims.plugin import on_datasets
@@ -290,8 +293,8 @@ CLAIM_ON_CIFAR = textwrap.dedent('''
 ''')
 
 
-def test_a_claim_on_wrong_files_errors_in_one_line_and_on_absent_files_skips(pytester, tmp_path):
-    project(pytester)
+def test_a_claim_on_wrong_files_errors_in_one_line_and_on_absent_files_skips(claim_project, tmp_path):
+    pytester = claim_project(strict=False)
     pytester.makepyfile(test_claims=CLAIM_ON_CIFAR)
     result = pytester.runpytest("-p", "advclaims.plugin", "-p", "fixtures.data", "-rs", "--repro-device=cpu",
                                 f"--repro-data-root={_wrong_files(tmp_path / 'data')}",
@@ -396,9 +399,9 @@ def test_fuzzed_pytest_argv_parses_or_is_a_usage_error(tmp_path_factory, pairs):
         one_line(err)
 
 
-def test_the_budget_from_the_environment_is_validated_too(pytester, monkeypatch):
+def test_the_budget_from_the_environment_is_validated_too(claim_project, monkeypatch):
     monkeypatch.setenv("ADVCLAIMS_BUDGET", "quick")
-    project(pytester)
+    pytester = claim_project(strict=False)
     result = pytester.runpytest("-p", "advclaims.plugin")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--repro-budget 'quick' (or $ADVCLAIMS_BUDGET) is not a budget*"])
@@ -416,29 +419,29 @@ def test_the_budget_from_the_environment_is_validated_too(pytester, monkeypatch)
     ("", set()),
 ])
 def test_marker_names_are_the_identifiers_of_the_expression(expression, names):
-    assert options_mod.marker_names(expression) == names
+    assert collection_mod.marker_names(expression) == names
 
 
 def test_an_unknown_marker_suggests_the_nearest_and_lists_the_known():
     with pytest.raises(pytest.UsageError) as error:
-        options_mod.check_marker_expression("cifar and not slow", {"cifar10", "cifar100", "slow", "unit"})
+        collection_mod.check_marker_expression("cifar and not slow", {"cifar10", "cifar100", "slow", "unit"})
     message = one_line(error.value)
     assert "unknown marker 'cifar'" in message and "did you mean cifar10" in message and "unit" in message
-    options_mod.check_marker_expression("cifar10 and not slow", {"cifar10", "slow"})  # known: no error
+    collection_mod.check_marker_expression("cifar10 and not slow", {"cifar10", "slow"})  # known: no error
 
 
 @given(st.text(max_size=40))
 @settings(deadline=None, max_examples=200)
 def test_any_marker_expression_is_known_or_one_usage_error(expression):
     try:
-        options_mod.check_marker_expression(expression, {"cifar10", "slow"})
+        collection_mod.check_marker_expression(expression, {"cifar10", "slow"})
     except pytest.UsageError as err:
         one_line(err)
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["strict-markers", "lenient"])
-def test_a_misspelt_dataset_marker_is_a_usage_error_not_an_empty_run(pytester, strict):
-    project(pytester)
+def test_a_misspelt_dataset_marker_is_a_usage_error_not_an_empty_run(claim_project, strict):
+    pytester = claim_project(strict=False)
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     flags = ["--strict-markers"] if strict else []
     result = pytester.runpytest("-p", "advclaims.plugin", *flags, "-m", "cifar")

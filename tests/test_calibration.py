@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from advclaims import stats
+from advclaims.verdict import stats
 
 N_IMAGES, TRIALS, RESAMPLES, MU = 200, 300, 400, 0.3
 REGIMES = {"training-dominant": (1.0, 0.5, 1.0), "image-dominant": (0.05, 0.5, 1.0)}  # sd of u, v, e

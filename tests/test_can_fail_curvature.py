@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from advclaims.analysis.curvature import operator as cv
+from advclaims.budgets import CurvatureSizes
 from advclaims.analysis.curvature.defence import downsampling_defence
 from advclaims.analysis.curvature.directions import (additive_separability, class_departures, class_transitions,
                                                      flat_direction_effects, perturbation_range, score_curves)
@@ -59,7 +60,7 @@ def verdicts(claim: str, measurement) -> tuple[str, dict[str, str]]:
 
 def setup_of(net: nn.Module, x, y, svd_x, *, side: int, confined: int = 40, seed: int = 0) -> cv.Setup:
     model = SimpleNamespace(module=net.eval(), label="synthetic", spec={"arch": type(net).__name__}, key="synthetic")
-    settings = cv.Settings(boundary_points=16, svd_images=len(svd_x), confined_images=confined, batch=512)
+    settings = CurvatureSizes(boundary_points=16, svd_images=len(svd_x), confined_images=confined, batch=512)
     return cv.Setup(model, x, y, svd_x, torch.full((1, side, side), 0.5), settings, eps=0.1, seed=seed)
 
 
@@ -85,7 +86,7 @@ def mlp(activation: nn.Module | None, hidden: int = 64) -> nn.Module:
 def algorithm_1(net: nn.Module, h: float | None = None) -> cv.PrincipalCurvatures:
     candidates = torch.rand(200, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     h = h or cv.central_difference_step(candidates)
-    settings = cv.Settings(boundary_points=8, svd_images=1, confined_images=1, batch=512)
+    settings = CurvatureSizes(boundary_points=8, svd_images=1, confined_images=1, batch=512)
     classes = [cv.class_curvature(net, candidates, c, h=h, settings=settings) for c in range(3)]
     return cv.PrincipalCurvatures(classes, torch.full((1, 4, 4), 0.5), h)
 

@@ -40,9 +40,9 @@ from torch import nn
 
 from advclaims.analysis.high_frequency import expectations, spectra, targeted, trajectories
 from advclaims.attacks import pgd
-from advclaims.measurement import Measurement
+from advclaims.verdict.measurement import Measurement
 from advclaims.models.resnet import RESNET_STAGES
-from advclaims.pipeline import TrainedModel
+from advclaims.checkpoints.artifacts import TrainedModel
 from advclaims.plugin import evaluate
 
 REPRODUCED = "reproduced"

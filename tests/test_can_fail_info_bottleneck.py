@@ -79,9 +79,9 @@ from advclaims.analysis.info_bottleneck.features import (non_robust_features_car
                                                          robust_features_under_attacks)
 from advclaims.analysis.info_bottleneck.nrf import gradient_norm_ablation, nrf_versus_standard_attacks
 from advclaims.analysis.info_bottleneck.bottleneck import (BETA, ChannelMasks, Split, fit_channel_masks,
-                                                         predictions_of_channels)
+                                                           predictions_of_channels)
 from advclaims.analysis.info_bottleneck.suite import THREAT_MODEL, EvaluationSuite, attack_params, relabelled_rows
-from advclaims.pipeline import AdversarialSet
+from advclaims.checkpoints.artifacts import AdversarialSet
 
 REPRODUCED = "reproduced"
 

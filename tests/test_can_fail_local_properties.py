@@ -46,7 +46,7 @@ from advclaims.analysis.local_properties import layers as lp
 from advclaims.analysis.local_properties import spectra as lpf
 from advclaims.analysis.local_properties.smoothness import perturbation_smoothness
 from advclaims.attacks import fgsm, pgd
-from advclaims.pipeline import AdversarialSet, TrainedModel, attack_params
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel, attack_params
 
 REPRODUCED, CONTRADICTED = "reproduced", "contradicted"
 SIDE, EPS = 16, 0.1

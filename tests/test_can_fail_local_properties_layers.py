@@ -24,7 +24,7 @@ from torch import nn
 
 from advclaims import plugin
 from advclaims.analysis.local_properties import layers as lp
-from advclaims.pipeline import AdversarialSet, TrainedModel
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
 
 REPRODUCED, CONTRADICTED = "reproduced", "contradicted"
 SIDE, EPS = 16, 0.1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advclaims.store import Store
+from advclaims.checkpoints.store import Store
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 TIMEOUT = 120  # seconds: a run that waits longer is deadlocked on a stale lock

@@ -1,5 +1,6 @@
 """The curvature paper's library code: Algorithm 1's operator, subspaces, confined and targeted DeepFool."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advclaims import expected
+from advclaims import stats
+from advclaims.verdict import expected
 from advclaims.analysis.curvature import operator as cv
+from advclaims.budgets import PREFLIGHT_ITERATIONS, CurvatureSizes
 from advclaims.analysis.curvature.defence import Resampled
 from advclaims.analysis.curvature.directions import (S_MAX_DEFAULT, S_MAX_FACTORS, ScoreCurves, class_departures,
-                                                     class_transitions, partial_rank_correlation, rank_correlation,
-                                                     spearman_rho)
+                                                     class_transitions, partial_rank_correlation, rank_correlation)
 from advclaims.analysis.curvature.subspaces import (FRACTION_DEFAULT, FRACTIONS, complement, deepfool_svd, nested_bases,
                                                     orthonormal_basis, project, project_images)
 from advclaims.attacks.confined_deepfool import confined_deepfool
@@ -225,8 +227,8 @@ def test_dense_and_block_lanczos_paths_of_algorithm_1_agree_on_a_small_smooth_co
                         nn.Linear(6 * 6 * 6, 4)).double().eval()
     candidates = torch.rand(64, 1, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     h = 1e-3
-    dense = cv.class_curvature(net, candidates, 0, h=h, settings=cv.Settings(8, 1, 1, dense_limit=1024, batch=512))
-    block = cv.class_curvature(net, candidates, 0, h=h, settings=cv.Settings(8, 1, 1, dense_limit=16, lanczos_k=16,
+    dense = cv.class_curvature(net, candidates, 0, h=h, settings=CurvatureSizes(8, 1, 1, dense_limit=1024, batch=512))
+    block = cv.class_curvature(net, candidates, 0, h=h, settings=CurvatureSizes(8, 1, 1, dense_limit=16, lanczos_k=16,
                                                                             batch=512))
     assert dense.method == "dense" and block.method.startswith("block Lanczos")
     assert torch.allclose(block.curvatures[:4], dense.curvatures[:4], rtol=1e-2)
@@ -412,7 +414,7 @@ def test_a_basis_of_more_columns_than_dimensions_spans_what_they_span(seed, rank
 def test_a_preflight_whose_model_reaches_no_boundary_still_runs_the_decomposition_and_only_a_preflight_does():
     # a preflight's model (two batches of training) rarely reaches a boundary in capped DeepFool steps; the paper
     # budget's Lanczos at D = 3072 must still run there, on the candidates as stand-in points
-    from advclaims import iterations, stats
+    from advclaims.verdict import stats
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.Softplus(), nn.AvgPool2d(2), nn.Flatten(),
                         nn.Linear(6 * 6 * 6, 4)).double().eval()
@@ -420,17 +422,14 @@ def test_a_preflight_whose_model_reaches_no_boundary_still_runs_the_decompositio
         net[-1].weight[0] = net[-1].weight[1]
         net[-1].bias[1] = 1e3
     candidates = torch.rand(64, 1, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    settings = cv.Settings(8, 1, 1, dense_limit=16, lanczos_k=16, batch=512)
+    settings = CurvatureSizes(8, 1, 1, dense_limit=16, lanczos_k=16, batch=512)
     with pytest.raises(stats.Unmeasurable, match="reached the boundary from 0 of 64 images"):
         cv.class_curvature(net, candidates, 0, h=1e-3, settings=settings)
     with pytest.raises(RuntimeError, match="preflight"):
-        cv.preflight_stand_ins(net, candidates, 0, 8)
-    iterations.set_cap(iterations.PREFLIGHT_ITERATIONS)
-    try:
-        c = cv.class_curvature(net, candidates, 0, h=1e-3, settings=settings)
-        points, sources = cv.preflight_stand_ins(net, candidates, 1, 8)
-    finally:
-        iterations.set_cap(None)
+        cv.preflight_stand_ins(net, candidates, 0, 8, preflight=False)
+    preflight = dataclasses.replace(settings, iteration_cap=PREFLIGHT_ITERATIONS)   # the preflight budget's sizes
+    c = cv.class_curvature(net, candidates, 0, h=1e-3, settings=preflight)
+    points, sources = cv.preflight_stand_ins(net, candidates, 1, 8, preflight=True)
     assert c.points == 8 and c.method.startswith("block Lanczos")
     assert torch.isfinite(c.curvatures[~c.curvatures.isnan()]).all() and c.directions.shape[0] == 144
     assert (sources != 1).all()                    # the prediction is the target: another class stands in
@@ -445,7 +444,7 @@ def test_algorithm_1_directions_are_orthonormal_and_its_curvatures_sorted_on_a_r
     # by construction of the decomposition (eigh / Rayleigh-Ritz of the symmetric part), so CV-1 only reports it
     net = mlp(nn.ReLU(), 4, hidden=256)
     candidates = images(11, 64)
-    settings = cv.Settings(6, 1, 1, dense_limit=dense_limit, lanczos_k=2, batch=512)
+    settings = CurvatureSizes(6, 1, 1, dense_limit=dense_limit, lanczos_k=2, batch=512)
     classes = [cv.class_curvature(net, candidates, c, h=0.5, settings=settings) for c in range(CLASSES)]
     m = cv.principal_curvature_properties(cv.PrincipalCurvatures(classes, torch.zeros(1, SIDE, SIDE), 0.5))
     assert m.values["orthonormality_error"] < 1e-5
@@ -479,7 +478,7 @@ def test_the_vectorised_rank_correlation_is_spearmans_rho_row_by_row(seed, lengt
     y = rng.integers(0, 3, size=(4, length)).astype(float) if ties else rng.normal(size=(4, length))
     y[0] = 1.0                                                         # a constant row: no trend, 0
     rho = rank_correlation(x, y)
-    assert np.allclose(rho, [spearman_rho(a, b) for a, b in zip(x, y)])
+    assert np.allclose(rho, [stats.spearman_rho(a, b) for a, b in zip(x, y)])
 
 
 def test_the_partial_rank_correlation_removes_a_shared_scale_that_the_plain_one_follows():
@@ -489,10 +488,10 @@ def test_the_partial_rank_correlation_removes_a_shared_scale_that_the_plain_one_
     rng = np.random.default_rng(0)
     z, share = rng.uniform(1, 10, 400), rng.uniform(0.2, 0.8, 400)
     projection, confined = z * share, z * (1.2 - share)
-    assert spearman_rho(projection, confined) > 0.3
+    assert stats.spearman_rho(projection, confined) > 0.3
     assert partial_rank_correlation(projection, confined, z) < -0.3
     x, y, w = rng.normal(size=(3, 5, 20))
-    rxy, rxw, ryw = (np.array([spearman_rho(a, b) for a, b in zip(u, v)]) for u, v in ((x, y), (x, w), (y, w)))
+    rxy, rxw, ryw = (np.array([stats.spearman_rho(a, b) for a, b in zip(u, v)]) for u, v in ((x, y), (x, w), (y, w)))
     assert np.allclose(partial_rank_correlation(x, y, w), (rxy - rxw * ryw) / np.sqrt((1 - rxw ** 2) * (1 - ryw ** 2)))
     assert partial_rank_correlation(z, projection, z) == 0.0                   # x follows z exactly: undefined, 0
 

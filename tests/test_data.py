@@ -17,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from advclaims import data
+from advclaims.data import readers
 from advclaims.data import DatasetCorrupt, DatasetMissing
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_loaded_tensors_do_not_alias_read_only_file_buffers(tmp_path, monkeypatc
         returned.append(arr)
         return arr
 
-    monkeypatch.setattr(data, "read_idx", spy)
+    monkeypatch.setattr(readers, "read_idx", spy)  # where the IDX pair reader looks it up
     s = data.load("mnist", "test", root=tmp_path)
     assert not returned[0].flags.writeable  # the premise: the reader hands out a read-only view
     s.x.zero_()
@@ -273,7 +274,7 @@ def test_missing_dataset_message(tmp_path, name, folder):
 
 
 def test_missing_fashion_mnist_names_both_places(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(readers, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(DatasetMissing) as ei:
         data.load("fashion_mnist", "train", root=tmp_path)
     msg = str(ei.value)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from advclaims import data, report
+from advclaims import data
+
+from advclaims.verdict import report
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = "top_singular or confined_deepfool_needs"  # CV-8 and CV-9: LeNet, DeepFool, SVD, bootstrap
@@ -27,6 +29,7 @@ def _run(tmp: Path) -> dict:
     return json.loads((tmp / "report" / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_cold_runs_with_the_same_seeds_report_identical_statistics(tmp_path):
     try:
         data.read_arrays("fashion_mnist", "test", data.default_root(), limit=1)
@@ -46,7 +49,9 @@ def test_cpu_training_gives_the_same_weights_whatever_thread_count_the_caller_se
     reduction order of the backward pass, and SGD turns that into another model."""
     import torch
 
-    from advclaims import models, training
+    from advclaims import models
+
+    from advclaims.checkpoints import training
 
     g = torch.Generator().manual_seed(0)
     split = data.Split("train", (torch.rand(256, 1, 28, 28, generator=g) * 255).to(torch.uint8),

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from advclaims import data
-from advclaims.pipeline import Pipeline
-from advclaims.store import Store
+from advclaims.checkpoints.pipeline import Pipeline
+from advclaims.checkpoints.store import Store
 
 ARGS = ["train", "--role", "std", "--dataset", "fashion_mnist", "--arch", "lenet", "--budget", "smoke",
         "--device", "cpu"]

@@ -1,7 +1,7 @@
 """Every (paper x dataset) pair the suite offers runs end to end on format-true data, before a GPU meets it.
 
 A session fixture writes Fashion-MNIST content in the exact on-disk layouts of MNIST, CIFAR-10, CIFAR-100, SVHN
-and Tiny-ImageNet (advclaims.proxy), and the test runs one claim instance of every pair in a pytest subprocess
+and Tiny-ImageNet (advclaims.data.proxy), and the test runs one claim instance of every pair in a pytest subprocess
 at the smoke budget and one seed (the paths, not the statistics, are under test), as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
 yield a verdict and a report entry; a proxy's verdict is not held against expected/ (outcome "proxy data").
 ImageNet is written and read back too, though no claim offers it.
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from advclaims import data, proxy
+from advclaims import data
+
+from advclaims.data import proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / "claims"
@@ -90,6 +92,7 @@ def test_proxies_are_read_back_in_their_real_layouts(proxies, name):
     assert data.proxy_marker(name, proxies)["proxy_of"] == name
 
 
+@pytest.mark.slow
 def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(proxies, tmp_path):
     tests = claim_tests()
     ids = []
@@ -108,7 +111,7 @@ def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(proxie
     assert set(got) == set(PAIRS)
     for pair, r in got.items():
         assert r["claim"] == PAIRS[pair]
-        assert r["verdict"] in ("reproduced", "contradicted", "inconclusive") and r["outcome"] == "proxy data"
+        assert r["outcome"] == "proxy data" and r["error"] is None and r["checks"], (pair, r.get("error"))
         assert r["proxy"]["proxy_of"] == pair[1]
     text = (report / "report.md").read_text()
     assert all(f"| {cid} | " in text for cid in PAIRS.values())

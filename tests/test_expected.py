@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advclaims import expected
-from advclaims.stats import Verdict
+from advclaims.verdict import expected
+from advclaims.verdict.stats import Verdict
 
 GOOD = """
 [claims.X-1]
@@ -33,6 +33,7 @@ reason = "schedule too short"
 """
 
 
+@pytest.mark.project
 def test_the_repository_expected_files_load():
     catalogue = expected.load()
     assert {"LP-7", "LP-8"} <= set(catalogue)
@@ -209,6 +210,7 @@ def test_an_unreadable_file_names_the_file(tmp_path, content):
         expected.load(tmp_path)
 
 
+@pytest.mark.project
 def test_every_check_of_the_repository_says_where_its_threshold_comes_from():
     for spec in expected.load().values():
         for c in spec.checks:

@@ -19,7 +19,7 @@ from torch import nn
 
 from advclaims import models
 from advclaims.attacks import frozen, pgd, project_linf
-from advclaims.attacks._common import FastForward, fast_model
+from advclaims.attacks.fastpath import FastForward, fast_model
 
 LOGIT_RTOL = 1e-4
 

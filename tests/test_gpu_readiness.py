@@ -7,10 +7,15 @@ import warnings
 import pytest
 import torch
 
-from advclaims import accel, distributed, training
+from advclaims import accel
+
+from advclaims.checkpoints import distributed
+
+from advclaims.checkpoints import training
 from advclaims.analysis.curvature import defence, subspaces
-from advclaims.pipeline import Pipeline
-from advclaims.store import Store, key_of
+from advclaims.checkpoints.pipeline import Pipeline
+from advclaims.checkpoints import keys
+from advclaims.checkpoints.store import Store, key_of
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +58,19 @@ def _pipe(tmp_path, device="cpu", **settings) -> Pipeline:
     return Pipeline(budget="smoke", store=Store(tmp_path), device=device, accel=acc, progress=False)
 
 
-def test_todays_default_cpu_keys_are_unchanged(tmp_path):
+def test_every_store_spec_comes_from_the_one_builder_with_its_version_and_precision(tmp_path):
     pipe = Pipeline(budget="smoke", store=Store(tmp_path), device="cpu", progress=False)
     spec = pipe.model_spec("std", "fashion_mnist", arch="lenet")
-    assert set(spec) == {"arch", "width", "dataset", "role", "train_images", "budget", "seed", "recipe", "precision"}
-    # the stored smoke models' keys before issue 24 (~/.cache/advclaims/store/models/<key>.pt)
-    assert key_of(spec) == "e51eddd0f02d6e7d32c8"
-    assert key_of(pipe.model_spec("std", "fashion_mnist", arch="resnet18")) == "e22349eda1db769709c7"
-    assert pipe.attack_fields() == {"precision": "fp32"}
+    assert set(spec) == {"arch", "width", "dataset", "role", "train_images", "budget", "seed", "recipe", "precision",
+                         "version"}
+    assert spec["version"] == keys.VERSIONS["models"] and spec["precision"] == "fp32"
+    attack = pipe.spec_of("adversarial", {"model": "k"})
+    assert attack == {"model": "k", "version": keys.VERSIONS["adversarial"], "precision": "fp32"}
+    assert pipe.spec_of("imported", {"imported": "n"}, settings=False) == {"imported": "n", "version": 1}
+    with pytest.raises(KeyError, match="unknown store kind"):
+        pipe.spec_of("nonsense", {})
+    with pytest.raises(ValueError, match="the key builder adds them"):
+        pipe.spec_of("adversarial", {"precision": "bf16"})
 
 
 @pytest.mark.parametrize("settings, field", [
@@ -83,13 +93,17 @@ def test_cuda_fp32_is_full_precision_unless_tf32_is_asked_for(tmp_path):
     assert not accel.resolve("cpu", tf32=True).tf32  # the CPU has no TF32: never keyed there
 
 
+def _attack_fields(pipe) -> dict:
+    return {k: v for k, v in pipe.spec_of("adversarial", {}).items() if k != "version"}
+
+
 def test_attack_set_keys_carry_precision_deterministic_and_tf32_but_not_compile(tmp_path):
-    assert _pipe(tmp_path, compile=True).attack_fields() == {"precision": "fp32"}  # attacks run eagerly
-    assert _pipe(tmp_path, "cuda", deterministic=True).attack_fields() == {"precision": "fp32", "deterministic": True}
+    assert _attack_fields(_pipe(tmp_path, compile=True)) == {"precision": "fp32"}  # attacks run eagerly
+    assert _attack_fields(_pipe(tmp_path, "cuda", deterministic=True)) == {"precision": "fp32", "deterministic": True}
     # the CPU's kernels are deterministic either way: a CPU --repro-deterministic run reuses the stored models
     assert _pipe(tmp_path, deterministic=True).model_spec("std", "fashion_mnist") == \
         _pipe(tmp_path).model_spec("std", "fashion_mnist")
-    assert _pipe(tmp_path, "cuda", precision="bf16", tf32=True).attack_fields() == {"precision": "bf16", "tf32": True}
+    assert _attack_fields(_pipe(tmp_path, "cuda", precision="bf16", tf32=True)) == {"precision": "bf16", "tf32": True}
 
 
 def test_world_size_is_keyed_only_where_batchnorm_statistics_are_per_rank(tmp_path, monkeypatch):
@@ -189,7 +203,7 @@ def test_advclaims_models_lists_the_sweep_and_every_seed(capsys):
 
 def _lenet_model() -> "TrainedModel":
     from advclaims import models
-    from advclaims.pipeline import TrainedModel
+    from advclaims.checkpoints.artifacts import TrainedModel
 
     torch.manual_seed(0)
     net = models.build("lenet", in_channels=1, num_classes=10, input_size=28).eval()
@@ -199,8 +213,8 @@ def _lenet_model() -> "TrainedModel":
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_spectrum_extension_is_keyed_and_attacked_as_the_pipelines_sets(tmp_path, monkeypatch, precision):
     from advclaims import data as data_mod
-    from advclaims import pipeline as pipeline_mod
-    from advclaims.pipeline import AdversarialSet, attack_params
+    from advclaims.checkpoints import pipeline as pipeline_mod
+    from advclaims.checkpoints.artifacts import AdversarialSet, attack_params
 
     local_properties = pytest.importorskip("fixtures.local_properties")
     pipe = _pipe(tmp_path, precision=precision)
@@ -218,10 +232,8 @@ def test_the_spectrum_extension_is_keyed_and_attacked_as_the_pipelines_sets(tmp_
     assert autocast == [precision == "bf16"] and len(mixed.y) == 6   # attacked through Pipeline.attack_images
     base_spec, extension = mixed.spec["parts"]
     assert base_spec == base.spec and mixed.spec["images"] == [0, 6]  # the mixed set names both of its parts
-    if precision == "fp32":  # today's key: no field added on a default CPU run
-        assert set(extension) == {"model", "attack", "params", "dataset", "images", "seed", "version"}
-    else:
-        assert extension["precision"] == "bf16"
+    assert set(extension) == {"model", "attack", "params", "dataset", "images", "seed", "version", "precision"}
+    assert extension["precision"] == precision and extension["version"] == pipe.spec_of("adversarial", {})["version"]
 
 
 # -- 6b. compiled training: the partial last batch is dropped, and the compile counters are reported ---------------
@@ -254,14 +266,10 @@ def test_compiled_training_drops_the_partial_last_batch_and_reports_no_recompile
 # -- 4. each xdist worker's GPU is its current device ------------------------------------------------------------
 
 def test_a_pinned_worker_makes_its_gpu_the_current_device(monkeypatch):
-    from types import SimpleNamespace
-
-    from advclaims import options
+    from advclaims.plugin import options
 
     current = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: current.append(str(dev)))
-    config = SimpleNamespace(getoption=lambda name: "cuda", workerinput={"workerid": "gw1"})
-    assert str(options.device_of(config)) == "cuda:1" and current == ["cuda:1"]
-    cpu = SimpleNamespace(getoption=lambda name: "cpu", workerinput={"workerid": "gw1"})
-    assert str(options.device_of(cpu)) == "cpu" and current == ["cuda:1"]  # the CPU sets nothing
+    assert str(options.worker_device(torch.device("cuda"), "gw1")) == "cuda:1" and current == ["cuda:1"]
+    assert str(options.worker_device(torch.device("cpu"), "gw1")) == "cpu" and current == ["cuda:1"]  # CPU: nothing

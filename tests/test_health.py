@@ -8,11 +8,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from advclaims import health
-from advclaims.pipeline import Pipeline
-from advclaims.store import Store
+from advclaims.checkpoints import health
+from advclaims.checkpoints.pipeline import Pipeline
+from advclaims.checkpoints.store import Store
 
-pytest_plugins = ["pytester"]
 
 HEALTHY = {"clean_accuracy": 0.8, "pgd20_accuracy": 0.4, "eval_images": 500, "loss_first_steps": 2.3,
            "loss_last_steps": 0.6}
@@ -119,24 +118,11 @@ def test_a_model_that_did_not_learn_is_refused_on_training_and_on_every_load(ran
     assert model.health is not None and not model.health.healthy
 
 
-def test_a_claim_on_an_unhealthy_model_errors_in_one_line_and_gives_no_verdict(pytester, tmp_path):
-    (pytester.path / "expected").mkdir()
-    (pytester.path / "expected" / "local_properties.toml").write_text(textwrap.dedent('''
-        [claims.LP-7]
-        title = "t"
-        source = "s"
-        [[claims.LP-7.checks]]
-        statistic = "diff"
-        description = "d"
-        comparator = ">"
-        threshold = 0.0
-        basis = "protocol"
-        basis_note = "a test"
-    '''))
-    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
+def test_a_claim_on_an_unhealthy_model_errors_in_one_line_and_gives_no_verdict(claim_project, tmp_path):
+    pytester = claim_project()
     pytester.makepyfile(test_claim=textwrap.dedent('''
         import pytest
-        from advclaims.health import ModelUnhealthy
+        from advclaims.checkpoints.health import ModelUnhealthy
         from advclaims.plugin import on_datasets
 
         @pytest.fixture

@@ -9,16 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from advclaims import expected
+from advclaims.verdict import expected
 from advclaims.analysis.frequency import radial_distance
-from advclaims.analysis.high_frequency import (
-    expectations,
-    spectra,
-    targeted,
-    trajectories,
-)
+from advclaims.analysis.high_frequency import expectations, spectra, targeted, trajectories
 from advclaims.models import RESNET_STAGES
-from advclaims.pipeline import TrainedModel
+from advclaims.checkpoints.artifacts import TrainedModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,41 +4,14 @@ import json
 import textwrap
 
 import pytest
+import torch
 
-pytest_plugins = ["pytester"]
-
-EXPECTED = textwrap.dedent('''
-    [claims.LP-7]
-    title = "t7"
-    source = "s"
-    [[claims.LP-7.checks]]
-    statistic = "diff"
-    description = "d"
-    comparator = ">"
-    threshold = 0.0
-    basis = "protocol"
-    basis_note = "a test"
-
-    [claims.LP-8]
-    title = "t8"
-    source = "s"
-    [[claims.LP-8.checks]]
-    statistic = "diff"
-    description = "d"
-    comparator = ">"
-    threshold = 0.0
-    basis = "protocol"
-    basis_note = "a test"
-    [claims.LP-8.expect."fashion_mnist.smoke"]
-    verdict = "contradicted"
-    reason = "a recorded finding"
-''')
 
 CLAIMS = textwrap.dedent('''
     import numpy as np
     import pytest
-    from advclaims import stats
-    from advclaims.measurement import Measurement
+    from advclaims.verdict import stats
+    from advclaims.verdict.measurement import Measurement
     from advclaims.plugin import on_datasets
 
     @pytest.fixture
@@ -62,12 +35,15 @@ CLAIMS = textwrap.dedent('''
 
 
 @pytest.fixture
-def project(pytester):
-    (pytester.path / "expected").mkdir()
-    (pytester.path / "expected" / "local_properties.toml").write_text(EXPECTED)
-    pytester.makepyfile(test_claims=CLAIMS)
-    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
-    return pytester
+def expected_text(claim_toml) -> str:
+    """LP-7 (no record: reproduced expected) and LP-8 (a recorded contradiction at fashion_mnist.smoke)."""
+    return claim_toml("LP-7", title="t7") + claim_toml(
+        "LP-8", title="t8", expect={"fashion_mnist.smoke": {"verdict": "contradicted", "reason": "a recorded finding"}})
+
+
+@pytest.fixture
+def project(claim_project, expected_text):
+    return claim_project(expected_text, test_claims=CLAIMS)
 
 
 def test_verdicts_become_outcomes_and_a_report(project, tmp_path):
@@ -97,8 +73,8 @@ def test_an_unexpected_verdict_fails_and_says_what_to_record(project):
     result.stdout.fnmatch_lines(["*verdict contradicted*expects reproduced*", "*record it under*LP-7*"])
 
 
-def test_a_verdict_recorded_as_also_seen_is_unstable_and_any_other_fails(project, tmp_path):
-    text = EXPECTED.replace('verdict = "contradicted"\nreason = "a recorded finding"',
+def test_a_verdict_recorded_as_also_seen_is_unstable_and_any_other_fails(project, expected_text, tmp_path):
+    text = expected_text.replace('verdict = "contradicted"\nreason = "a recorded finding"',
                             'verdict = "inconclusive"\nreason = "flips between retrainings"\n'
                             'also_seen = ["reproduced"]')
     assert text.count("also_seen") == 1
@@ -133,8 +109,8 @@ def test_a_claim_test_that_never_checks_fails(project):
     result.stdout.fnmatch_lines(["*must hand its measurement to `check`*"])
 
 
-def test_malformed_expected_is_a_usage_error(project):
-    (project.path / "expected" / "local_properties.toml").write_text(EXPECTED.replace('comparator = ">"', "", 1))
+def test_malformed_expected_is_a_usage_error(project, expected_text):
+    (project.path / "expected" / "local_properties.toml").write_text(expected_text.replace('comparator = ">"', "", 1))
     result = project.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*missing field 'comparator'*"])
@@ -181,7 +157,7 @@ def test_a_nan_model_in_a_claim_fails_in_one_line_without_a_traceback(project):
 UNMEASURABLE = textwrap.dedent('''
     import numpy as np
     import pytest
-    from advclaims import stats
+    from advclaims.verdict import stats
     from advclaims.plugin import on_datasets
 
     @pytest.fixture
@@ -215,8 +191,8 @@ def test_an_unmeasurable_statistic_is_an_inconclusive_verdict_in_one_line_not_a_
     assert all(r["verdict"] == "inconclusive" and r["unmeasurable"] for r in records.values())
 
 
-def test_an_unmeasurable_instance_expected_inconclusive_is_a_known_finding(project):
-    (project.path / "expected" / "local_properties.toml").write_text(EXPECTED + textwrap.dedent('''
+def test_an_unmeasurable_instance_expected_inconclusive_is_a_known_finding(project, expected_text):
+    (project.path / "expected" / "local_properties.toml").write_text(expected_text + textwrap.dedent('''
         [claims.LP-7.expect."*.smoke"]
         verdict = "inconclusive"
         reason = "too few images at smoke"
@@ -240,8 +216,8 @@ def test_verdicts_on_proxy_data_are_recorded_but_never_held_against_expected(pro
 SEEDED = textwrap.dedent('''
     import numpy as np
     import pytest
-    from advclaims import stats
-    from advclaims.measurement import Measurement
+    from advclaims.verdict import stats
+    from advclaims.verdict.measurement import Measurement
     from advclaims.plugin import on_datasets
 
     RUNS = []
@@ -276,7 +252,8 @@ def test_training_seeds_pool_into_both_scopes_and_smoke_decides_on_these_models(
     project.runpytest("test_seeded.py", "--repro-seeds=1", f"--repro-report={tmp_path / 'one'}").assert_outcomes(
         passed=2, xfailed=1)
     result = project.runpytest("test_seeded.py", "--repro-seeds=3", f"--repro-report={tmp_path / 'three'}")
-    result.assert_outcomes(passed=2, xfailed=1)
+    result.assert_outcomes(passed=4, xfailed=1)   # each seed of LP-7 an item; LP-8 depends on no seed: one
+    result.stdout.fnmatch_lines(["*test_seeded*seed0*", "*test_seeded*seed2*"] if "-v" in result.outlines else [])
     one, three = ({r["claim"]: r for r in json.loads((tmp_path / d / "report.json").read_text())["claims"]}
                   for d in ("one", "three"))
     c1, c3 = one["LP-7"]["checks"][0], three["LP-7"]["checks"][0]
@@ -316,8 +293,8 @@ MULTI_EXPECTED = textwrap.dedent('''
 def test_evaluate_states_scope_and_levels_and_contradicts_only_at_the_bonferroni_level(tmp_path):
     import numpy as np
 
-    from advclaims import stats
-    from advclaims.measurement import Measurement
+    from advclaims.verdict import stats
+    from advclaims.verdict.measurement import Measurement
     from advclaims.plugin import evaluate
     (tmp_path / "local_properties.toml").write_text(MULTI_EXPECTED)
     rng = np.random.default_rng(0)
@@ -359,9 +336,8 @@ def test_a_bad_seed_count_is_a_usage_error(project):
 PREFLIGHT = textwrap.dedent('''
     import numpy as np
     import pytest
-    from advclaims import stats
-    from advclaims.iterations import cap
-    from advclaims.measurement import Measurement
+    from advclaims.verdict import stats
+    from advclaims.verdict.measurement import Measurement
     from advclaims.plugin import on_datasets
 
     @pytest.fixture
@@ -371,7 +347,7 @@ PREFLIGHT = textwrap.dedent('''
     @pytest.mark.claim("LP-7")
     @on_datasets("fashion_mnist", "cifar10")
     def test_runs(dataset, pipeline, check):
-        assert cap(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == max(100, pipeline.budget.eval_batch)
+        assert pipeline.budget.iterations(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == max(100, pipeline.budget.eval_batch)
         assert "preflight" in str(pipeline.store.root) and not pipeline.enforce_health
         if dataset == "cifar10":
             raise RuntimeError("CUDA out of memory (simulated)")
@@ -441,8 +417,8 @@ SENSITIVE_EXPECTED = textwrap.dedent('''
 SENSITIVE = textwrap.dedent('''
     import numpy as np
     import pytest
-    from advclaims import stats
-    from advclaims.measurement import Measurement
+    from advclaims.verdict import stats
+    from advclaims.verdict.measurement import Measurement
     from advclaims.plugin import on_datasets
 
     @pytest.fixture
@@ -476,9 +452,19 @@ def test_the_verdict_across_our_choices_says_what_it_depends_on_and_saturated_ch
     assert "depends on radius" in md and "Verdict across our protocol parameters" in md
 
 
-def test_a_preflight_session_leaves_no_iteration_cap_behind(project, tmp_path):
-    from advclaims import iterations
+def test_a_preflight_caps_iterations_through_its_budget_and_leaves_nothing_behind(project, tmp_path):
+    """The cap lives in the preflight budget (its attacks are called with capped counts); no process-wide state."""
+    from advclaims import budgets
+    from advclaims.attacks import pgd
     project.makepyfile(test_preflight=PREFLIGHT)
     project.runpytest("test_preflight.py", "--repro-preflight", "--repro-budget=paper",
                       f"--repro-cache={tmp_path / 'store'}")
-    assert not iterations.capped() and iterations.cap(20) == 20
+    assert budgets.get("paper").iterations(20) == 20 and budgets.get("paper").for_preflight().iterations(20) == 2
+    seen = []
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    hook = net.register_forward_hook(lambda *_: seen.append(1))
+    pgd(net, torch.rand(1, 1, 2, 2), torch.tensor([0]), eps=0.1, alpha=0.01, steps=20, random_start=False)
+    hook.remove()
+    assert len(seen) >= 20   # after a preflight in this process, PGD-20 still runs its 20 steps
+
+

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from advclaims import report
+from advclaims.verdict import report
 
-pytest_plugins = ["pytester"]
 
 
 def record(claim="LP-8", dataset="fashion_mnist", verdict="reproduced", value=2.0, low=1.5, high=2.5,
@@ -42,11 +41,12 @@ def test_claims_sort_numerically_not_lexically():
 
 
 def test_write_produces_json_that_round_trips(tmp_path):
-    built = report.build([record()], budget="smoke", argv=["pytest", "claims"])
+    machine = {"host": "h", "device": "cpu", "torch": "2.x", "python": "3.11", "threads": 1}
+    built = report.build([record()], budget="smoke", argv=["pytest", "claims"], machine=machine, commit="abc")
     report.write(tmp_path, built)
     loaded = json.loads((tmp_path / "report.json").read_text())
     assert loaded["claims"][0]["checks"][0]["value"] == 2.0
-    assert loaded["summary"]["reproduced"] == 1 and loaded["machine"]["torch"]
+    assert loaded["summary"]["reproduced"] == 1 and loaded["machine"] == machine and loaded["commit"] == "abc"
     assert (tmp_path / "report.md").read_text().startswith("# advclaims report")
 
 
@@ -165,27 +165,14 @@ def test_the_reference_the_probe_held_a_users_model_against_is_a_row_of_the_mode
                                           "trained now for the probe)")
 
 
-CRASH_EXPECTED = '''
-[claims.LP-7]
-title = "t"
-source = "s"
-[[claims.LP-7.checks]]
-statistic = "diff"
-description = "d"
-comparator = ">"
-threshold = 0.0
-basis = "protocol"
-basis_note = "a test"
-'''
-
 CRASH = '''
 import os
 import signal
 
 import numpy as np
 import pytest
-from advclaims import stats
-from advclaims.measurement import Measurement
+from advclaims.verdict import stats
+from advclaims.verdict.measurement import Measurement
 from advclaims.plugin import on_datasets
 
 @pytest.fixture
@@ -204,11 +191,8 @@ def test_not_a_claim():
 '''
 
 
-def test_an_instance_whose_worker_is_killed_is_an_error_row(pytester, tmp_path):
-    (pytester.path / "expected").mkdir()
-    (pytester.path / "expected" / "local_properties.toml").write_text(CRASH_EXPECTED)
-    pytester.makeini("[pytest]\naddopts = -p advclaims.plugin --strict-markers\n")
-    pytester.makepyfile(test_crash=CRASH)
+def test_an_instance_whose_worker_is_killed_is_an_error_row(claim_project, tmp_path):
+    pytester = claim_project(test_crash=CRASH)
     out = tmp_path / "r"
     result = pytester.runpytest_subprocess("-n", "2", f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
     result.stdout.fnmatch_lines(["*crashed while running*", "*1 of 2 instances raised an error*"])

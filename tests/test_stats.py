@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advclaims import stats
-from advclaims.stats import Estimate, Verdict
+from advclaims.verdict import stats
+from advclaims.verdict.stats import Estimate, Verdict
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 comparators = st.sampled_from(stats.COMPARATORS)
@@ -169,8 +169,8 @@ def test_a_zero_width_interval_of_a_statistic_that_is_not_exact_never_decides():
 
 
 def test_a_claim_with_a_degenerate_check_is_not_reproduced_by_its_other_checks():
-    from advclaims.expected import CheckSpec
-    from advclaims.verdicts import _check_record, _combined
+    from advclaims.verdict.expected import CheckSpec
+    from advclaims.verdict.records import _check_record, _combined
     x = np.random.default_rng(7).normal(size=100)
     spec = lambda name: CheckSpec(statistic=name, description=name, comparator=">", threshold=0.0, basis="protocol",
                                   basis_note="test")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advclaims.store import Store, key_of
+from advclaims.checkpoints.store import Store, key_of
 
 
 def _make(counter: list):
@@ -77,7 +77,7 @@ def test_a_pickle_with_code_is_never_executed(tmp_path):
 
     torch.save({"w": Evil()}, entry.path)
     record = json.loads(entry.path.with_suffix(".json").read_text())
-    from advclaims.store import _sha256
+    from advclaims.checkpoints.keys import file_sha256 as _sha256
     record["sha256"] = _sha256(entry.path)  # a forged but consistent checksum
     entry.path.with_suffix(".json").write_text(json.dumps(record))
     with pytest.warns(UserWarning, match="does not load") as caught:
@@ -88,7 +88,7 @@ def test_a_pickle_with_code_is_never_executed(tmp_path):
 
 CONCURRENT = textwrap.dedent("""
     import os, time, torch, pytest
-    from advclaims.store import Store
+    from advclaims.checkpoints.store import Store
 
     KEYS = ["a", "b", "c"]
 
@@ -109,6 +109,7 @@ CONCURRENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_xdist_workers_asking_for_the_same_checkpoints_train_each_once(tmp_path):
     test_file = tmp_path / "test_concurrent_fetch.py"
     test_file.write_text(CONCURRENT)

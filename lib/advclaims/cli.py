@@ -19,20 +19,20 @@ import math
 import sys
 from pathlib import Path
 
-from . import accel as accel_mod
-from . import budgets as budgets_mod
-from . import data as data_mod
-from . import distributed
-from . import external as external_mod
-from . import models as models_mod
-from . import report as report_mod
+from advclaims import accel as accel_mod
+from advclaims import budgets as budgets_mod
+from advclaims import data as data_mod
+from advclaims.checkpoints import distributed
+from advclaims.checkpoints import external as external_mod
+from advclaims import models as models_mod
+from advclaims.verdict import report as report_mod
 
 
 def _train(args) -> int:
-    from .pipeline import Pipeline
-    from .store import Store
-    from .health import ModelUnhealthy
-    from .training import TrainingDiverged
+    from advclaims.checkpoints.pipeline import Pipeline
+    from advclaims.checkpoints.store import Store
+    from advclaims.checkpoints.health import ModelUnhealthy
+    from advclaims.checkpoints.training import TrainingDiverged
 
     device = distributed.setup(args.device)  # under torchrun: join the group, take GPU LOCAL_RANK
     lead = distributed.world()[0] == 0
@@ -56,7 +56,7 @@ def _train(args) -> int:
 
 def _models(args) -> int:
     """Every trained model the pytest selection needs, one ``advclaims train`` line each (or JSON)."""
-    from .needs import needed
+    from advclaims.plugin.needs import needed
 
     selection = [a for a in args.selection if a != "--"] or ["claims"]
     try:
@@ -89,10 +89,10 @@ def _datasets(args) -> int:
 
 
 def _import(args) -> int:
-    from .external import ModelRefused
-    from .health import ModelUnhealthy
-    from .pipeline import Pipeline
-    from .store import Store
+    from advclaims.checkpoints.external import ModelRefused
+    from advclaims.checkpoints.health import ModelUnhealthy
+    from advclaims.checkpoints.pipeline import Pipeline
+    from advclaims.checkpoints.store import Store
 
     published = {k: v for k, v in (("clean", args.published_clean), ("robust", args.published_robust)) if v is not None}
     try:
@@ -128,8 +128,8 @@ def _accuracy(text: str) -> float:
 
 
 def _claims(args) -> int:
-    from . import catalogue
-    from .expected import ExpectedError
+    from advclaims.verdict import catalogue
+    from advclaims.verdict.expected import ExpectedError
 
     try:
         print(catalogue.markdown(args.expected) if args.markdown else catalogue.text(args.id, args.expected), end="")
@@ -140,7 +140,7 @@ def _claims(args) -> int:
 
 
 def _proxy_data(args) -> int:
-    from . import proxy
+    from advclaims.data import proxy
 
     for name in args.datasets:
         try:
@@ -169,7 +169,7 @@ def _compare(args) -> int:
 def _device(text: str):
     import torch
 
-    from .accel import parse_device
+    from advclaims.accel import parse_device
 
     try:
         return parse_device(text, torch.cuda.device_count())

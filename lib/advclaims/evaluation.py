@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .attacks._common import check_finite_logits
+from advclaims.attacks._common import check_finite_logits
 
 
 @torch.no_grad()

@@ -20,15 +20,17 @@ def save(fig, path: Path) -> None:
 
 
 
-def bars(path: Path, estimates: dict, *, ylabel: str, title: str) -> None:
-    """One bar per named Estimate, with its confidence interval as an error bar."""
+def bars(path: Path, estimates: dict, *, ylabel: str, title: str, ylim: tuple[float, float] | None = None) -> None:
+    """One bar per named Estimate, with its confidence interval as an error bar; ``ylim`` fixes the axis (e.g. (0, 1)
+    for accuracies), matplotlib's own range otherwise."""
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     names = list(estimates)
     vals = [estimates[k].value for k in names]
     err = [[estimates[k].value - estimates[k].low for k in names], [estimates[k].high - estimates[k].value for k in names]]
     ax.bar(names, vals, yerr=err, capsize=4, color=["#888888", "#4C72B0", "#C44E52", "#55A868"][: len(names)])
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=9)
     save(fig, path)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..external import StagesMissing, stage_map
+from advclaims.models.layout import StagesMissing, stage_map
 
 SATURATION_RTOL = 1e-2  # a Max within 1% of its ceiling counts as at the ceiling
 

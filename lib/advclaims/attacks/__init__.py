@@ -5,21 +5,21 @@ modifies its inputs, and returns new detached tensors. One module per attack; it
 the paper, the threat model, the defaults and the tensor shapes.
 """
 
-from ._common import (NonFiniteLogits, check_attack_inputs, check_images, check_labels, frozen, input_gradient,
-                      margin_loss, project_linf)
-from .bim import bim
-from .confined_deepfool import confined_deepfool
-from .cw import cw_l2
-from .deepfool import DeepFoolResult, deepfool
-from .fgsm import fgsm
-from .nrf import nrf
-from .pgd import pgd
-from .targeted_deepfool import targeted_deepfool
-from .universal import fooling_rate, universal_perturbation
+from advclaims.attacks._common import (NonFiniteLogits, check_attack_inputs, check_images, check_labels,
+                                       cross_entropy_loss, frozen, input_gradient, margin_loss, project_linf)
+from advclaims.attacks.bim import bim
+from advclaims.attacks.confined_deepfool import confined_deepfool
+from advclaims.attacks.cw import cw_l2
+from advclaims.attacks.deepfool import DeepFoolResult, deepfool
+from advclaims.attacks.fgsm import fgsm
+from advclaims.attacks.nrf import nrf
+from advclaims.attacks.pgd import pgd
+from advclaims.attacks.targeted_deepfool import targeted_deepfool
+from advclaims.attacks.universal import fooling_rate, universal_perturbation
 
 __all__ = [
     "fgsm", "pgd", "bim", "cw_l2", "deepfool", "DeepFoolResult", "confined_deepfool", "targeted_deepfool", "nrf",
     "universal_perturbation", "fooling_rate",
-    "frozen", "input_gradient", "project_linf", "margin_loss", "NonFiniteLogits",
+    "frozen", "input_gradient", "project_linf", "margin_loss", "cross_entropy_loss", "NonFiniteLogits",
     "check_images", "check_labels", "check_attack_inputs",
 ]

@@ -26,9 +26,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..accel import no_autotune
-from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
-from .deepfool import _step_to_nearest_boundary
+from advclaims.accel import no_autotune
+from advclaims.attacks._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
+from advclaims.attacks.deepfool import _step_to_nearest_boundary
 
 
 
@@ -43,7 +43,7 @@ def confined_deepfool(model: nn.Module, x: torch.Tensor, basis: torch.Tensor | N
                       max_iter: int = 100, candidates: int = 10) -> ConfinedDeepFoolResult:
     overshoot = check_nonnegative(overshoot, "overshoot", "pass the paper's 0.02")
     max_iter = check_steps(max_iter, "max_iter")
-    if check_steps(candidates, "candidates", iterations=False) < 2:
+    if check_steps(candidates, "candidates") < 2:
         raise ValueError(f"candidates must be >= 2 (got {candidates}); the original class and at least one other")
     check_images(x)
     dims = x[0].numel() if x.shape[0] else x.shape[1:].numel()

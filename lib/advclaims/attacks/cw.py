@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (check_attack_inputs, check_finite_logits, check_nonnegative, check_positive, check_steps,
-                      fast_model, frozen, margin_loss)
+from advclaims.attacks._common import (check_attack_inputs, check_finite_logits, check_nonnegative, check_positive,
+                                       check_steps, frozen, margin_loss)
+from advclaims.attacks.fastpath import fast_model
 
 TANH_EDGE = 1 - 1e-6  # atanh(±1) is infinite: pull pixels at 0 or 1 just inside
 

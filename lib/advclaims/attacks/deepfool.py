@@ -34,9 +34,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from ..accel import no_autotune
-from ._common import (check_finite_logits, check_images, check_labels, check_nonnegative, check_steps, fast_model,
-                      frozen, margin_loss)
+from advclaims.accel import no_autotune
+from advclaims.attacks._common import (check_finite_logits, check_images, check_labels, check_nonnegative, check_steps,
+                                       frozen, margin_loss)
+from advclaims.attacks.fastpath import fast_model
 
 STEP_SLACK = 1e-4  # the paper's code adds this to each step length so iterates do not stall on the boundary
 
@@ -52,7 +53,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10) -> DeepFoolResult:
     overshoot = check_nonnegative(overshoot, "overshoot", "pass the paper's 0.02, or 0 to stop on the boundary")
     max_iter = check_steps(max_iter, "max_iter")
-    if check_steps(candidates, "candidates", iterations=False) < 2:
+    if check_steps(candidates, "candidates") < 2:
         raise ValueError(f"candidates must be >= 2 (got {candidates}); the original class and at least one other")
     check_images(x)
     x = x.detach()

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_attack_inputs, check_eps, cross_entropy_loss, fast_model, frozen, input_gradient
+from advclaims.attacks._common import check_attack_inputs, check_eps, cross_entropy_loss, frozen, input_gradient
+from advclaims.attacks.fastpath import fast_model
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, targeted: bool = False,

@@ -41,9 +41,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._common import (check_attack_inputs, check_eps, check_finite_logits, check_nonnegative, check_positive,
-                      check_steps, frozen, margin_loss)
-from .cw import TANH_EDGE
+from advclaims.attacks._common import (check_attack_inputs, check_eps, check_finite_logits, check_nonnegative,
+                                       check_positive, check_steps, frozen, margin_loss)
+from advclaims.attacks.cw import TANH_EDGE
 
 GRADIENT_NORMS = {"max": 1.0, "min": -1.0}
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss, fast_model, frozen,
-                      input_gradient, margin_loss, project_linf, project_linf_)
+from advclaims.attacks._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss,
+                                       frozen, input_gradient, margin_loss, project_linf, project_linf_)
+from advclaims.attacks.fastpath import fast_model
 
 LOSSES = {"ce": cross_entropy_loss, "margin": margin_loss}
 

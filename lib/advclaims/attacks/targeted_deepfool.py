@@ -25,8 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..accel import no_autotune
-from ._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
+from advclaims.accel import no_autotune
+from advclaims.attacks._common import check_finite_logits, check_images, check_nonnegative, check_steps, frozen
 
 STEP_SLACK = 1e-4  # DeepFool's reference code adds this to each step so iterates do not stall on the boundary
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_eps, check_finite_logits, check_images, check_nonnegative, check_steps, frozen
-from .deepfool import deepfool
+from advclaims.attacks._common import (check_eps, check_finite_logits, check_images, check_nonnegative, check_steps,
+                                       frozen)
+from advclaims.attacks.deepfool import deepfool
 
 NORMS = ("linf", "l2")
 

@@ -13,12 +13,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .layers import Normalize
-from .lenet import LeNet
-from .nin import NiN
-from .resnet import PreActResNet18, ResNet18, RESNET_STAGES
-from .vgg import VGG16BN
-from .wrn import WideResNet28
+from advclaims.budgets import DEFAULT_WIDTH  # the papers' widths live in the budget table
+from advclaims.models.layers import Normalize
+from advclaims.models.lenet import LeNet
+from advclaims.models.nin import NiN
+from advclaims.models.resnet import PreActResNet18, ResNet18, RESNET_STAGES
+from advclaims.models.vgg import VGG16BN
+from advclaims.models.wrn import WideResNet28
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet18": ResNet18,
@@ -28,8 +29,6 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "nin": NiN,
     "lenet": LeNet,
 }
-
-DEFAULT_WIDTH = {"resnet18": 64, "preact_resnet18": 64, "vgg16_bn": 64, "wrn28_10": 10, "nin": 192, "lenet": 20}
 
 
 def names() -> list[str]:

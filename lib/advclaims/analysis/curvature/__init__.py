@@ -8,11 +8,12 @@
 - ``figures``: the paper's Figs. 1-5 and Table 1 as PNG
 """
 
-from .defence import downsampling_defence
-from .directions import additive_separability, class_departures, class_transitions, flat_direction_effects
-from .operator import principal_curvature_properties
-from .subspaces import (accuracy_in_curvature_subspaces, accuracy_in_svd_subspaces, confined_deepfool_norms,
-                        perturbation_fractions)
+from advclaims.analysis.curvature.defence import downsampling_defence
+from advclaims.analysis.curvature.directions import (additive_separability, class_departures, class_transitions,
+                                                     flat_direction_effects)
+from advclaims.analysis.curvature.operator import principal_curvature_properties
+from advclaims.analysis.curvature.subspaces import (accuracy_in_curvature_subspaces, accuracy_in_svd_subspaces,
+                                                    confined_deepfool_norms, perturbation_fractions)
 
 __all__ = ["downsampling_defence", "additive_separability", "class_departures", "class_transitions",
            "flat_direction_effects", "principal_curvature_properties", "accuracy_in_curvature_subspaces",

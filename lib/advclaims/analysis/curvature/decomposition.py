@@ -8,7 +8,6 @@ import math
 
 import torch
 
-from ...iterations import cap
 
 
 def _dense(op, g: torch.Generator):
@@ -37,7 +36,7 @@ def _orthonormalise(block: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return u[:, s > 1e-10 * max(float(s[0]), 1e-300)] if len(s) else u
 
 
-def _block_lanczos(op, g: torch.Generator, k: int, *, block: int = 16, probes: int = 16):
+def _block_lanczos(op, g: torch.Generator, k: int, *, block: int = 16, probes: int = 16, iterations=lambda n: n):
     """Block Lanczos with Rayleigh-Ritz on the symmetric part, then a search of the rest for flat directions.
 
     The operator is not a symmetric matrix (a finite step on a ReLU net is not even linear), so it cannot go to a
@@ -63,7 +62,7 @@ def _block_lanczos(op, g: torch.Generator, k: int, *, block: int = 16, probes: i
     dims = op.dims
     m = min(dims - 1, 3 * k)
     block = max(1, min(block, m // 8))   # at least 8 Krylov steps: depth is what makes the ends converge
-    m = min(m, block * (1 + cap(math.ceil(m / block) - 1)))   # a preflight grows the basis a few blocks only
+    m = min(m, block * (1 + iterations(math.ceil(m / block) - 1)))   # a preflight grows the basis a few blocks only
     empty = torch.zeros(dims, 0, dtype=torch.float64)
     q = _orthonormalise(torch.randn(dims, block, generator=g, dtype=torch.float64), empty)
     hq = _apply(op, q)

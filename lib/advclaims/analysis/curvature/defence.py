@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ... import stats
-from ...accel import nondeterministic_allowed
-from ...attacks.confined_deepfool import confined_deepfool
-from ...evaluation import correct, predict
-from ...measurement import Measurement
-from . import figures as cfig
-from .operator import Setup, deepfool_set
-from .directions import level_trend
-from .subspaces import deepfool_svd
+from advclaims.verdict import stats
+from advclaims.accel import nondeterministic_allowed
+from advclaims.attacks.confined_deepfool import confined_deepfool
+from advclaims.evaluation import correct, predict
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.curvature import figures as cfig
+from advclaims.analysis.curvature.operator import CONFINED_ITER, DEEPFOOL_ITER, Setup, deepfool_set
+from advclaims.analysis.curvature.directions import level_trend
+from advclaims.analysis.curvature.subspaces import deepfool_svd
 
 PAPER_SIDES = (227, 200, 150, 120, 100)        # Table 1's d_low for AlexNet's 227-pixel input
 SCALES = (1, 2, 3, 4, 5, 10)                   # Table 1's f
@@ -84,8 +84,11 @@ def relative_drop(before, after, axis=-1):
         return (b - np.mean(after, axis=axis)) / b
 
 
+@measures("CV-10", ("relative_accuracy_drop", "fooling_drop_at_f1", "fooling_trend_with_f", "fooling_gain_f10_over_f1",
+                    "confined_success", "confined_norm_ratio"))
 def downsampling_defence(setup: Setup, transferred, *, d_low: int | None = None) -> Measurement:
-    """CV-10 and Table 1. ``transferred``: DeepFool perturbations of the original network on the test images (with
+    """CV-10 (Table 1 and Sec. 4.4): the down-sampling defence costs accuracy and the defended net stays
+    attackable. ``transferred``: DeepFool perturbations of the original network on the test images (with
     their success); the setup's SVD images give the defended network's own DeepFool perturbations. The checks are
     read at ``d_low`` (default: the paper's strongest compression, 100 of 227)."""
     model, x, y, label = setup.net, setup.test_x, setup.test_y, setup.label
@@ -112,11 +115,11 @@ def downsampling_defence(setup: Setup, transferred, *, d_low: int | None = None)
     fooled = fooled_at[side] if side in fooled_at else {
         f: (predict(net, x + f * delta) != predict(net, x)).float().cpu().numpy()[ok] for f in SCALES}
     # the defended network's own attack space: the SVD of its DeepFool perturbations, top side^2 directions
-    own = deepfool_set(net, svd_images)
+    own = deepfool_set(net, svd_images, max_iter=setup.settings.iterations(DEEPFOOL_ITER))
     svd = deepfool_svd(own.perturbation[own.success])
     k = min(side * side * x.shape[1], int((svd.singular_values > 1e-6 * svd.singular_values[0]).sum()))
     xs, ds, oks = x[:confined_images], delta[:confined_images], delta_success[:confined_images]
-    confined = confined_deepfool(net, xs, svd.hi(k).to(x))
+    confined = confined_deepfool(net, xs, svd.hi(k).to(x), max_iter=setup.settings.iterations(CONFINED_ITER))
     both = (confined.success & oks).cpu()
     if int(both.sum()) < 2:
         raise stats.Unmeasurable(f"confined DeepFool fooled the defended net on {int(confined.success.sum())} of "

@@ -12,22 +12,21 @@ curves are computed once out to the largest of S_MAX_FACTORS, and each statistic
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import stats as sps
 
-from ... import stats
-from ...measurement import Measurement
-from . import figures as cfig
-from .operator import PrincipalCurvatures
+from advclaims.verdict import stats
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.curvature import figures as cfig
+from advclaims.analysis.curvature.operator import PrincipalCurvatures
 
 S_MAX_FACTORS = (0.5, 1.0, 2.0)   # s_max / mean image norm at which the claims are read (expected/: s_max)
 S_MAX_DEFAULT = 1.0
+S_MAX = "s_max"               # the sensitivity parameter of CV-2 .. CV-5 (expected/)
 S_POINTS = 33                 # s / (2 * unit) in {-1, -15/16, ..., 1}: 5, 9 and 17 |s| levels at the three factors
-SCORES_VERSION = 3            # bump when what ScoreCurves keeps changes: cached curves rebuild
 FIELDS = ("pred", "own", "top_other", "lse", "moved")
 
 
@@ -130,7 +129,7 @@ def across_s_max(analysis, *curves: ScoreCurves) -> Measurement:
     Measurement.sensitivity["s_max"] (the curves are cut from the same grid, computed once)."""
     at = {f: analysis(*(c.within(f) for c in curves)) for f in S_MAX_FACTORS}
     main, widest = at[S_MAX_DEFAULT], at[max(S_MAX_FACTORS)]
-    main.sensitivity["s_max"] = {f"{f:g}": m.statistics for f, m in at.items() if f != S_MAX_DEFAULT}
+    main.sensitivity[S_MAX] = {f"{f:g}": m.statistics for f, m in at.items() if f != S_MAX_DEFAULT}
     main.tables, main.figures = widest.tables, widest.figures       # the curves over the whole computed range
     main.values["s_max"] = S_MAX_DEFAULT * curves[0].unit
     main.notes.append(f"s_max = {S_MAX_DEFAULT:g} x the mean test-image norm ({curves[0].unit:.3g}); also read at "
@@ -154,17 +153,9 @@ def over_images(fn, n: int, *, chunk: int = 50, **kw) -> stats.Estimate:
     return stats.bootstrap(stat, np.arange(n, dtype=float), method="percentile", **kw)
 
 
-def spearman_rho(x, y) -> float:
-    """Spearman's rho; 0 when either side is constant (no trend to rank)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sps.ConstantInputWarning)
-        rho = sps.spearmanr(x, y).statistic
-    return 0.0 if not np.isfinite(rho) else float(rho)
-
-
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho along the last axis of x and y (broadcast, ties ranked by their mean): one per row; 0 where
-    either side is constant (no trend to rank), as spearman_rho."""
+    either side is constant (no trend to rank), as stats.spearman_rho."""
     x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     rx, ry = (sps.rankdata(a, axis=-1) for a in (x, y))
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
@@ -192,8 +183,10 @@ def level_trend(per_image: np.ndarray, levels: np.ndarray) -> stats.Estimate:
     return over_images(lambda i: rank_correlation(levels, data[i].mean(1)), len(data), bounds=(-1.0, 1.0))
 
 
+@measures("CV-2", ("transition_at_max", "transition_trend", "target_score_trend", "median_score_gap_at_max"),
+          parameters=(S_MAX,))
 def class_transitions(curves: ScoreCurves) -> Measurement:
-    """CV-2: along class c's most positively curved direction, images move into c as |s| grows."""
+    """CV-2 (Fig. 2 and Sec. 4.1): along class c's most positively curved direction, images move into c as |s| grows."""
     return across_s_max(_transitions, curves)
 
 
@@ -228,8 +221,9 @@ def _transitions(curves: ScoreCurves) -> Measurement:
     )
 
 
+@measures("CV-3", ("departure_at_max", "departure_trend"), parameters=(S_MAX,))
 def class_departures(curves: ScoreCurves) -> Measurement:
-    """CV-3: along class c's most negatively curved direction, images of class c leave c as |s| grows."""
+    """CV-3 (Sec. 4.1 and the supplement): along class c's most negatively curved direction, images of class c leave c as |s| grows."""
     return across_s_max(_departures, curves)
 
 
@@ -250,8 +244,9 @@ def _departures(curves: ScoreCurves) -> Measurement:
     )
 
 
+@measures("CV-4", ("prediction_change_at_max", "score_movement_ratio"), parameters=(S_MAX,))
 def flat_direction_effects(flat: ScoreCurves, positive: ScoreCurves) -> Measurement:
-    """CV-4: along the flattest directions, over the same range of s, predictions and scores barely move."""
+    """CV-4 (Sec. 4.1 and the supplement): along the flattest directions, over the same range of s, predictions and scores barely move."""
     if not torch.equal(flat.s, positive.s):
         raise ValueError("flat and positive curves must share the grid of s")
     return across_s_max(_flat_effects, flat, positive)
@@ -279,8 +274,9 @@ def _flat_effects(flat: ScoreCurves, positive: ScoreCurves) -> Measurement:
     )
 
 
+@measures("CV-5", ("spread_to_range",), parameters=(S_MAX,))
 def additive_separability(positive: ScoreCurves, negative: ScoreCurves) -> Measurement:
-    """CV-5: per-image curves of F_c along class c's directions are vertical shifts of one another.
+    """CV-5 (Fig. 1 and Sec. 4.1): per-image curves of F_c along class c's directions are vertical shifts of one another.
 
     For each class c and direction (most positive and most negative), y_n(s) = F_c(x_n + s d) - F_c(x_n); the
     spread is the standard deviation over images averaged over s != 0, the range that of the median curve.

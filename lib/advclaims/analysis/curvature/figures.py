@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import plt, save
+from advclaims.analysis.figures import plt, save
 
 CLASS_COLOURS = plt.get_cmap("tab10")
 

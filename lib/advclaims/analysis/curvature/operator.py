@@ -34,15 +34,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import stats
-from ...attacks import deepfool, frozen
-from ...iterations import capped
-from ...attacks.targeted_deepfool import targeted_deepfool
-from ...measurement import Measurement
-from . import figures as cfig
-from .decomposition import _block_lanczos, _dense
+from advclaims.verdict import stats
+from advclaims.attacks import deepfool, frozen
+from advclaims.budgets import CurvatureSizes
+from advclaims.attacks.targeted_deepfool import targeted_deepfool
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.curvature import figures as cfig
+from advclaims.analysis.curvature.decomposition import _block_lanczos, _dense
 
-CURVATURE_VERSION = 3  # bump when the operator, the sampling or the decomposition changes: cached results rebuild
+DEEPFOOL_ITER = 50     # the curvature claims' DeepFool (the authors' defaults: overshoot 0.02, at most 50 steps)
+CONFINED_ITER = 100    # confined DeepFool's iterations (the authors')
+BOUNDARY_ITER = 5      # targeted DeepFool's steps toward a boundary point (the authors')
 STEP_BACK = 0.8        # the authors evaluate the Hessian at x + 0.8 r, just short of the boundary
 STEP_FACTOR = 10.0     # cdiff_adj_fac of the authors' code ("the value used in the experiments in the paper was 10")
 
@@ -52,12 +54,12 @@ class Setup:
     """What the curvature claims share: the model, the test images, training images for DeepFool SVDs, the
     training-set mean image, the budget's sizes and the threat radius (for FGSM and universal perturbations)."""
 
-    model: object                # advclaims.pipeline.TrainedModel
+    model: object                # advclaims.checkpoints.pipeline.TrainedModel
     test_x: torch.Tensor
     test_y: torch.Tensor
     svd_x: torch.Tensor
     mean_image: torch.Tensor
-    settings: "Settings"
+    settings: CurvatureSizes
     eps: float
     seed: int = 0                # the training seed; the method's random draws follow it
 
@@ -78,34 +80,9 @@ class DeepFoolSet:
     success: torch.Tensor        # bool (N,)
 
 
-def deepfool_set(model: nn.Module, x: torch.Tensor, *, batch: int = 500) -> DeepFoolSet:
-    res = [deepfool(model, x[i:i + batch]) for i in range(0, len(x), batch)]
+def deepfool_set(model: nn.Module, x: torch.Tensor, *, batch: int = 500, max_iter: int = DEEPFOOL_ITER) -> DeepFoolSet:
+    res = [deepfool(model, x[i:i + batch], max_iter=max_iter) for i in range(0, len(x), batch)]
     return DeepFoolSet(torch.cat([r.x_adv for r in res]) - x, torch.cat([r.success for r in res]))
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes of the curvature paper's experiments at one budget (the protocol is the same at every budget)."""
-
-    boundary_points: int    # boundary points per target class for Algorithm 1 (authors: ~half of 100 sampled images)
-    svd_images: int         # training images whose DeepFool perturbations give the SVD basis (CV-8, CV-9)
-    confined_images: int    # test images attacked by confined DeepFool (CV-9, CV-10)
-    dense_limit: int = 1024  # input dimensions up to which the operator is decomposed densely
-    lanczos_k: int = 128    # curvatures computed at each end by Lanczos above dense_limit
-    batch: int = 256        # images per gradient batch
-
-
-SETTINGS = {
-    "smoke": Settings(boundary_points=10, svd_images=1000, confined_images=100),
-    "fast": Settings(boundary_points=32, svd_images=5000, confined_images=500, batch=1024),
-    "paper": Settings(boundary_points=64, svd_images=10000, confined_images=1000, lanczos_k=256, batch=1024),
-}
-
-
-def preflight_settings(settings: Settings) -> Settings:
-    """The same analysis sizes (dense limit, Lanczos k, gradient batch) with the fewest samples that run every
-    step: 2 boundary points a class, 64 SVD images, 8 confined-DeepFool images."""
-    return dataclasses.replace(settings, boundary_points=2, svd_images=64, confined_images=8)
 
 
 def central_difference_step(images: torch.Tensor, factor: float = STEP_FACTOR) -> float:
@@ -114,7 +91,8 @@ def central_difference_step(images: torch.Tensor, factor: float = STEP_FACTOR) -
     return float(dims ** 0.5 * float(images.max() - images.min()) / 512 * factor)
 
 
-def boundary_points(model: nn.Module, candidates: torch.Tensor, target: int, *, points: int, max_iter: int = 5,
+def boundary_points(model: nn.Module, candidates: torch.Tensor, target: int, *, points: int,
+                    max_iter: int = BOUNDARY_ITER,
                     chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Points just short of the boundary toward ``target``: x + 0.8 r for successful targeted DeepFools.
 
@@ -135,13 +113,14 @@ def boundary_points(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     return torch.cat(pts)[:points], torch.cat(src)[:points], attacked
 
 
-def preflight_stand_ins(model: nn.Module, candidates: torch.Tensor, target: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def preflight_stand_ins(model: nn.Module, candidates: torch.Tensor, target: int, n: int, *,
+                        preflight: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Points for a preflight (iteration counts capped) whose model, trained on two batches, reached no boundary in
     its capped DeepFool steps: the candidates themselves, with their predictions as the source classes (another
     class where the prediction is the target). The operator is defined at any point, so every later step
     (Lanczos or dense decomposition, subspaces, attacks in them) runs in the budget's shapes and memory; a
     preflight gives no verdict, so what the points mean does not matter there. Never used outside a preflight."""
-    if not capped():
+    if not preflight:
         raise RuntimeError("stand-in boundary points are a preflight's only: outside one, too few points is unmeasurable")
     x = candidates[:n]
     with torch.no_grad(), frozen(model):
@@ -236,13 +215,14 @@ class ClassCurvature:
         return own.nan_to_num(nan=abs(self.uncomputed_curvature))
 
 
-def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, h: float, settings: Settings,
+def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, h: float, settings: CurvatureSizes,
                     seed: int = 0) -> ClassCurvature:
     """Algorithm 1 for one target class, from candidate training images in a random order."""
     start = time.perf_counter()
-    points, sources, attacked = boundary_points(model, candidates, target, points=settings.boundary_points)
-    if len(points) < 2 and capped():
-        points, sources = preflight_stand_ins(model, candidates, target, settings.boundary_points)
+    points, sources, attacked = boundary_points(model, candidates, target, points=settings.boundary_points,
+                                                max_iter=settings.iterations(BOUNDARY_ITER))
+    if len(points) < 2 and settings.preflight:
+        points, sources = preflight_stand_ins(model, candidates, target, settings.boundary_points, preflight=True)
     if len(points) < 2:
         raise stats.Unmeasurable(f"class {target}: DeepFool reached the boundary from {len(points)} of {attacked} images; "
                            f"Algorithm 1 needs at least 2 points")
@@ -256,7 +236,8 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
         curv, dirs, asym, sym = _dense(op, g)
         rest, method, flatness = float("nan"), "dense", None
     else:
-        curv, dirs, asym, sym, rest, flatness = _block_lanczos(op, g, settings.lanczos_k)
+        curv, dirs, asym, sym, rest, flatness = _block_lanczos(op, g, settings.lanczos_k,
+                                                               iterations=settings.iterations)
         method = f"block Lanczos k={settings.lanczos_k}"
     return ClassCurvature(target, curv, dirs, asym, sym, hv_gram, len(points), attacked,
                           time.perf_counter() - start, method, rest, flatness)
@@ -321,8 +302,9 @@ class PrincipalCurvatures:
         raise ValueError(f"unknown direction kind {which!r}: use positive, negative or flat")
 
 
+@measures("CV-1", ("relative_asymmetry", "hv_norm"))
 def principal_curvature_properties(curv: PrincipalCurvatures) -> Measurement:
-    """CV-1: a symmetric operator, and not the zero operator (statistics, bootstrapped over boundary points).
+    """CV-1 (Algorithm 1, Sec. 3, and the authors' code): a symmetric operator, and not the zero operator (statistics, bootstrapped over boundary points).
 
     Orthonormal directions and sorted curvatures hold by construction of the decomposition (eigh of the symmetric
     part, or Rayleigh-Ritz on it); they are reported as values and tested in tests/test_curvature.py."""

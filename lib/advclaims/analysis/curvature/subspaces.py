@@ -20,19 +20,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ... import stats
-from ...attacks import fgsm, frozen, universal_perturbation
-from ...evaluation import attack_batched
-from ...attacks.confined_deepfool import confined_deepfool
-from ...evaluation import correct
-from ...measurement import Measurement
-from . import figures as cfig
-from .operator import PrincipalCurvatures, Setup
-from .directions import over_images, partial_rank_correlation, spearman_rho
+from advclaims.verdict import stats
+from advclaims.attacks import fgsm, frozen, universal_perturbation
+from advclaims.evaluation import attack_batched
+from advclaims.attacks.confined_deepfool import confined_deepfool
+from advclaims.evaluation import correct
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.curvature import figures as cfig
+from advclaims.analysis.curvature.operator import CONFINED_ITER, PrincipalCurvatures, Setup
+from advclaims.analysis.curvature.directions import over_images, partial_rank_correlation
 
 KINDS = ("pos", "neg", "posneg", "flat")
 FRACTIONS = (0.125, 0.25, 0.5)   # "few directions": share of the input a subspace spans (subspace_fraction)
 FRACTION_DEFAULT = 0.25
+SUBSPACE_FRACTION = "subspace_fraction"  # the sensitivity parameter of CV-6 .. CV-9 (expected/)
 
 
 def orthonormal_basis(columns: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
@@ -157,12 +158,14 @@ def across_fractions(measure, fractions=FRACTIONS, default: float = FRACTION_DEF
     """``measure(fraction) -> (statistics, row)`` at every fraction: the default's statistics, the others' as
     Measurement.sensitivity["subspace_fraction"], and one table row per fraction."""
     at = {f: measure(f) for f in fractions}
-    sensitivity = {"subspace_fraction": {f"{f:g}": st for f, (st, _) in at.items() if f != default}}
+    sensitivity = {SUBSPACE_FRACTION: {f"{f:g}": st for f, (st, _) in at.items() if f != default}}
     return at[default][0], sensitivity, [{"subspace_fraction": f, **row} for f, (_, row) in at.items()]
 
 
+@measures("CV-6", ("curved_accuracy_drop", "flat_accuracy_above_chance", "flat_removed_accuracy_drop"),
+          parameters=(SUBSPACE_FRACTION,))
 def accuracy_in_curvature_subspaces(setup: Setup, curv: PrincipalCurvatures) -> Measurement:
-    """CV-6: accuracy of images projected onto S_pos, S_neg, S_pos∪neg, S_flat, for d from 0 to full.
+    """CV-6 (Fig. 3 (top), Secs. 4.1-4.2): accuracy of images projected onto S_pos, S_neg, S_pos∪neg, S_flat, for d from 0 to full.
 
     At a "few directions" fraction f: S_pos∪neg and S_flat spanning f of the input (d per class chosen so), and
     "removing the flat subspace" (Sec. 4.1: "it should be possible to disregard the 'flat' directions"): that same
@@ -240,7 +243,8 @@ def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_im
     vector per image."""
     model, x, y, eps = setup.net, setup.test_x, setup.test_y, setup.eps
     g = torch.Generator().manual_seed(seed)
-    uaps = torch.cat([universal_perturbation(model, chunk, eps=eps, norm="linf")
+    it = setup.settings.iterations
+    uaps = torch.cat([universal_perturbation(model, chunk, eps=eps, norm="linf", max_passes=it(5), deepfool_steps=it(10))
                       for chunk in x[:uap_images].chunk(uap_chunks)])
     return {"deepfool": deepfool_set.perturbation[deepfool_set.success],
             "fgsm": fgsm_directions(model, x, y, eps=eps, batch=setup.settings.batch), "uap": uaps,
@@ -249,10 +253,13 @@ def attack_directions(setup: Setup, deepfool_set, *, uap_chunks: int = 5, uap_im
 
 
 PERTURBATIONS = ("deepfool", "fgsm", "uap", "saliency")
+FRACTION_CONTRASTS = ("curved_minus_flat", "curved_minus_random")  # CV-7: per perturbation, {name}_{contrast}
+PERTURBATION_FRACTIONS = tuple(f"{name}_{contrast}" for name in PERTURBATIONS for contrast in FRACTION_CONTRASTS)
 
 
+@measures("CV-7", PERTURBATION_FRACTIONS, parameters=(SUBSPACE_FRACTION,))
 def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set) -> Measurement:
-    """CV-7: fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces, each
+    """CV-7 (Fig. 3 (bottom) and Sec. 4.3): fraction of the L2 norm of attacks and saliency maps inside the curved vs the flat subspaces, each
     spanning a "few directions" fraction of the input; a Gaussian random vector per image is the baseline."""
     directions = attack_directions(setup, deepfool_set, seed=setup.seed)
     dims, n_cls = curv.dims, len(curv.classes)
@@ -266,8 +273,9 @@ def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set
         for name in PERTURBATIONS:
             v = directions[name]
             f_curved, f_flat = norm_fraction(v, q_curved), norm_fraction(v, q_flat)
-            statistics[f"{name}_curved_minus_flat"] = stats.mean_difference(f_curved, f_flat)
-            statistics[f"{name}_curved_minus_random"] = stats.mean_difference(f_curved, random_curved, paired=False)
+            statistics.update(zip((f"{name}_{contrast}" for contrast in FRACTION_CONTRASTS),
+                                  (stats.mean_difference(f_curved, f_flat),
+                                   stats.mean_difference(f_curved, random_curved, paired=False))))
             row[f"{name}_curved"], row[f"{name}_flat"] = float(f_curved.mean()), float(f_flat.mean())
         row["random_curved"] = float(random_curved.mean())
         return statistics, row
@@ -289,8 +297,9 @@ def perturbation_fractions(setup: Setup, curv: PrincipalCurvatures, deepfool_set
     )
 
 
+@measures("CV-8", ("hi_accuracy_drop", "lo_accuracy_drop"), parameters=(SUBSPACE_FRACTION,))
 def accuracy_in_svd_subspaces(setup: Setup, svd: SvdBasis) -> Measurement:
-    """CV-8: accuracy on images projected onto S_hi(d) (top singular vectors of DeepFool perturbations) and S_lo(d)."""
+    """CV-8 (Fig. 4 and Sec. 4.3): accuracy on images projected onto S_hi(d) (top singular vectors of DeepFool perturbations) and S_lo(d)."""
     model, x, y, label = setup.net, setup.test_x, setup.test_y, setup.label
     dims = svd.vectors.shape[0]
     mean = setup.mean_image.to(x)
@@ -325,8 +334,9 @@ def random_subspace(dims: int, k: int, *, seed: int = 0) -> torch.Tensor:
     return torch.linalg.qr(torch.randn(dims, k, generator=g, dtype=torch.float64))[0].float()
 
 
+@measures("CV-9", ("hi_over_random_norm", "norm_vs_projection_partial_rho"), parameters=(SUBSPACE_FRACTION,))
 def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | None = None) -> Measurement:
-    """CV-9: DeepFool confined to S_hi(d): the norm it needs, and its relation to the image's projection.
+    """CV-9 (Fig. 5 and Sec. 4.3): DeepFool confined to S_hi(d): the norm it needs, and its relation to the image's projection.
 
     Over d (Fig. 5) the mean confined norm falls while the mean projection norm rises; for nested subspaces both
     hold by construction (a larger subspace holds every smaller one's perturbations and more of each image), so
@@ -347,7 +357,7 @@ def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | No
     norms, proj, success, rows = {}, {}, {}, []
     for d in grid:
         q = svd.hi(d).to(x)
-        res = confined_deepfool(model, x, q)
+        res = confined_deepfool(model, x, q, max_iter=setup.settings.iterations(CONFINED_ITER))
         norms[d] = res.perturbation.flatten(1).norm(dim=1).cpu().numpy()
         proj[d] = ((x - mean).flatten(1) @ q).norm(dim=1).cpu().numpy()
         success[d] = res.success.cpu().numpy()
@@ -359,7 +369,8 @@ def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | No
 
     def at(fraction):
         k = few[fraction]
-        rand = confined_deepfool(model, x, random_subspace(dims, k, seed=setup.seed).to(x))
+        rand = confined_deepfool(model, x, random_subspace(dims, k, seed=setup.seed).to(x),
+                                 max_iter=setup.settings.iterations(CONFINED_ITER))
         rand_norm, rand_ok = rand.perturbation.flatten(1).norm(dim=1).cpu().numpy(), rand.success.cpu().numpy()
         both, ok = success[k] & rand_ok, success[k]
         if int(both.sum()) < 2 or int(ok.sum()) < 3:
@@ -371,20 +382,20 @@ def confined_deepfool_norms(setup: Setup, svd: SvdBasis, *, grid: list[int] | No
                           lambda i: partial_rank_correlation(p_ok[i], n_ok[i], z_ok[i]), len(p_ok))}
         # shown, not checked: the plain rho (confounded by the image norm) and the rho of the share of the image
         # inside S_hi(d) (scale-free on the projection's side only)
-        plain_rho, share_rho = spearman_rho(p_ok, n_ok), spearman_rho(p_ok / z_ok, n_ok)
+        plain_rho, share_rho = stats.spearman_rho(p_ok, n_ok), stats.spearman_rho(p_ok / z_ok, n_ok)
         return statistics, {"dims": k, "hi_norm": float(norms[k][both].mean()),
                             "random_norm": float(rand_norm[both].mean()), "hi_success": float(ok.mean()),
                             "random_success": float(rand_ok.mean()), "rho_images": int(ok.sum()),
                             "rho_projection_partial": statistics["norm_vs_projection_partial_rho"].value,
                             "rho_projection": plain_rho, "rho_projection_share": share_rho,
-                            "rho_image_norm_projection": spearman_rho(z_ok, p_ok),
-                            "rho_image_norm_confined_norm": spearman_rho(z_ok, n_ok)}
+                            "rho_image_norm_projection": stats.spearman_rho(z_ok, p_ok),
+                            "rho_image_norm_confined_norm": stats.spearman_rho(z_ok, n_ok)}
     statistics, sensitivity, few_rows = across_fractions(at)
     mean_norms = [r["confined_deepfool_norm"] for r in rows]
     return Measurement(
         statistics=statistics, n=n, sensitivity=sensitivity,
-        values={"success_smallest_d": rows[0]["success"], "norm_trend_with_d": spearman_rho(grid, mean_norms),
-                "projection_trend_with_d": spearman_rho(grid, [r["projection_norm"] for r in rows]),
+        values={"success_smallest_d": rows[0]["success"], "norm_trend_with_d": stats.spearman_rho(grid, mean_norms),
+                "projection_trend_with_d": stats.spearman_rho(grid, [r["projection_norm"] for r in rows]),
                 **{f"norm_vs_projection_{kind}_rho": next(r[f"rho_projection{tail}"] for r in few_rows
                                                            if r["subspace_fraction"] == FRACTION_DEFAULT)
                    for kind, tail in (("plain", ""), ("share", "_share"))}},

@@ -9,10 +9,10 @@ Only the paper's abstract is public, so every protocol here is ours, built to te
 - ``figures``: the claims' figures
 """
 
-from .expectations import class_expectation_stability
-from .spectra import frequency_split_success, target_spectrum_correlation
-from .targeted import TargetedSet, targeted_pgd_set
-from .trajectories import feature_trajectories
+from advclaims.analysis.high_frequency.expectations import class_expectation_stability
+from advclaims.analysis.high_frequency.spectra import frequency_split_success, target_spectrum_correlation
+from advclaims.analysis.high_frequency.targeted import TargetedSet, targeted_pgd_set
+from advclaims.analysis.high_frequency.trajectories import feature_trajectories
 
 __all__ = ["class_expectation_stability", "frequency_split_success", "target_spectrum_correlation", "TargetedSet",
            "targeted_pgd_set", "feature_trajectories"]

@@ -15,14 +15,22 @@ import math
 import numpy as np
 import torch
 
-from ... import stats
-from ...measurement import Measurement
-from ...models import RESNET_STAGES
-from ...pipeline import TrainedModel
-from .figures import spread_ratios
-from .targeted import LAYER_NAMES, class_means, stage_features
+from advclaims.verdict import stats
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.models import RESNET_STAGES
+from advclaims.checkpoints.artifacts import TrainedModel
+from advclaims.analysis.high_frequency.figures import spread_ratios
+from advclaims.analysis.high_frequency.targeted import LAYER_NAMES, class_means, stage_features
 
 SMALLER_PER_CLASS = (50, 250)  # HF-1: images per class the ratio is also shown at (smoke's 500 images: ~50)
+
+
+def spread_ratio_name(layer: str) -> str:
+    """HF-1's statistic at one stage."""
+    return f"worst_spread_ratio_{layer}"
+
+
+SPREAD_RATIOS = tuple(spread_ratio_name(layer) for layer in RESNET_STAGES)  # every stage ``layers`` can name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +198,7 @@ def split_half_statistics(features: dict[str, torch.Tensor], y: torch.Tensor, nu
         spread = spread_ratios(index).flatten()
         expected = expected_ratio_statistic(f, y, num_classes)[1](index).flatten()
         one_split = one_split_ratios(f, y, half, num_classes)
-        estimates[f"worst_spread_ratio_{layer}"] = est
+        estimates[spread_ratio_name(layer)] = est
         rows.append({"layer": LAYER_NAMES.get(layer, layer), "images_per_class": per_class_n, "images": len(y),
                      "dims": f.shape[1], "worst_class": int(spread.argmax()), "worst_spread_ratio": est.value,
                      "worst_spread_ratio_ci": [est.low, est.high], "mean_spread_ratio": float(spread.mean()),
@@ -200,13 +208,15 @@ def split_half_statistics(features: dict[str, torch.Tensor], y: torch.Tensor, nu
     return estimates, rows
 
 
+@measures("HF-1", SPREAD_RATIOS)
 def class_expectation_stability(model: TrainedModel, x: torch.Tensor, y: torch.Tensor, *, num_classes: int,
                                 layers: tuple[str, ...] = RESNET_STAGES, seed: int = 0,
                                 smaller_per_class: tuple[int, ...] = SMALLER_PER_CLASS,
                                 batch_size: int = 500) -> Measurement:
-    """HF-1: at every stage, each class's images lie nearer their class mean (RMS) than a bound times the
-    distance from that mean to the nearest other class's mean. Per stage: the worst class's spread ratio,
-    with a bootstrap CI over images, on ``x`` (meant to be the whole test split, for precision).
+    """HF-1 (abstract: "relatively stable expectations at each layer"; protocol ours): at every stage, each
+    class's images lie nearer their class mean (RMS) than a bound times the distance from that mean to the nearest
+    other class's mean. Per stage: the worst class's spread ratio, with a bootstrap CI over images, on ``x`` (meant
+    to be the whole test split, for precision).
 
     The table repeats it on the first ``smaller_per_class`` images of each class, where the spread ratio should
     stay put while the split-half ratio beside it (sampling noise, the old statistic) falls as 1/sqrt(n).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import plt, save  # Agg is selected there, once for every figure module
+from advclaims.analysis.figures import plt, save  # Agg is selected there, once for every figure module
 
 
 def spread_ratios(path: Path, rows: list[dict], *, title: str, threshold: float = 1.0) -> None:

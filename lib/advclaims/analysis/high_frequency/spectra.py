@@ -12,13 +12,13 @@ import math
 import numpy as np
 import torch
 
-from ... import stats
-from ...evaluation import predict
-from ...measurement import Measurement
-from ...pipeline import TrainedModel
-from .. import frequency
-from .figures import correlation_matrix, split_success
-from .targeted import TargetedSet, class_means, successful_attacks
+from advclaims.verdict import stats
+from advclaims.evaluation import predict
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.checkpoints.artifacts import TrainedModel
+from advclaims.analysis import frequency
+from advclaims.analysis.high_frequency.figures import correlation_matrix, split_success
+from advclaims.analysis.high_frequency.targeted import TargetedSet, class_means, successful_attacks
 
 HIGH_BAND_FRACTION = 0.25   # HF-4: "high frequencies" lie beyond a radius of a quarter of the image side
 SPLIT_RANGE = (1 / 8, 3 / 8)  # HF-3: the checked radii, as fractions of the image side, centred on 1/4
@@ -72,9 +72,11 @@ def split_statistics(parts: dict, checked: list[int]) -> tuple[dict[str, stats.E
     return {"min_success_high_minus_low": stats.bootstrap(worst_gap, *samples)}, rows
 
 
+@measures("HF-3", ("min_success_high_minus_low",))
 def frequency_split_success(model: TrainedModel, tset: TargetedSet, *, margin: float = 0.2,
                             batch_size: int = 500) -> Measurement:
-    """HF-3: success (classified as the target) of x + low_pass(delta, r) and x + high_pass(delta, r),
+    """HF-3 (abstract: "mainly caused by the formation of high-frequency patterns"; protocol ours): success
+    (classified as the target) of x + low_pass(delta, r) and x + high_pass(delta, r),
     clipped to [0, 1], over successful targeted attacks, for every radius r; checked: the high part's
     success exceeds the low part's by more than ``margin`` (expected/) at every radius of ``split_radii``."""
     keep, counts = successful_attacks(model, tset, batch_size)
@@ -135,10 +137,12 @@ def spectrum_rank_statistics(corr: torch.Tensor, source, target, *, num_classes:
     return {"target_first_rate_minus_chance": est.shifted(chance)}, summary, rows, matrix
 
 
+@measures("HF-4", ("target_first_rate_minus_chance",))
 def target_spectrum_correlation(model: TrainedModel, tset: TargetedSet, *, num_classes: int,
                                 radius: float | None = None, confidence: float = 0.98,
                                 batch_size: int = 500) -> Measurement:
-    """HF-4: how often the target class's mean high-frequency spectrum is the one a successful targeted
+    """HF-4 (abstract: "high-frequency patterns widely present in the target category images"; protocol ours): how
+    often the target class's mean high-frequency spectrum is the one a successful targeted
     perturbation correlates with best, against chance 1/K. The interval is at ``confidence`` 0.98, so
     that its lower bound above chance is the one-sided p < 0.01 of docs/claims.md (exact binomial test beside it)."""
     keep, counts = successful_attacks(model, tset, batch_size)

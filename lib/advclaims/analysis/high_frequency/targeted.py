@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ... import stats
-from ...attacks import pgd
-from ...evaluation import predict
-from ...models import RESNET_STAGES
-from ...pipeline import (
-    PIPELINE_VERSION,
-    AdversarialSet,
-    Pipeline,
-    TrainedModel,
-    attack_params,
-)
-from ..responses import stage_outputs
+from advclaims.verdict import stats
+from advclaims.attacks import pgd
+from advclaims.evaluation import predict
+from advclaims.models import RESNET_STAGES
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel, attack_params
+from advclaims.analysis.responses import stage_outputs
+
+if TYPE_CHECKING:  # the pipeline is handed in; an analysis imports no orchestration
+    from advclaims.checkpoints.pipeline import Pipeline
 
 LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2": "Layer2",
                "layer3": "Layer3", "layer4": "Layer4"}
-TARGETED_VERSION = 1        # bump when the targeted set's attack or target rule changes meaning
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,26 +43,25 @@ def draw_targets(y: torch.Tensor, num_classes: int, *, seed: int = 0) -> torch.T
     return (y.cpu() + shift) % num_classes
 
 
-def targeted_pgd_set(pipeline: Pipeline, model: TrainedModel, dataset: str, *, seed: int = 0) -> TargetedSet:
+def targeted_pgd_set(pipeline: "Pipeline", model: TrainedModel, dataset: str, *, seed: int = 0) -> TargetedSet:
     """Targeted PGD-20 (the evaluation attack of the common setting, descending the target's
     cross-entropy) on the budget's test images, cached in the store by model, attack and targets."""
     bundle = pipeline.dataset(dataset)
     x, y = bundle.test.images(), bundle.test.y
     target = draw_targets(y, bundle.info.num_classes, seed=seed)
-    params = {**attack_params("pgd20", bundle.info.eps), "targeted": True}
-    spec = {"model": model.key, "attack": "pgd20_targeted", "params": params, "dataset": dataset,
-            "test_n": pipeline.budget.test_n, "seed": seed, "version": [PIPELINE_VERSION, TARGETED_VERSION],
-            "targets": {"rule": "uniform over the other classes", "seed": seed,
-                        "sha256": hashlib.sha256(target.numpy().tobytes()).hexdigest()}}
-    # keyed and attacked as Pipeline.adversarial is (precision, settings); a default CPU run adds nothing
-    spec.update({k: v for k, v in pipeline.attack_fields().items() if (k, v) != ("precision", "fp32")})
+    params = {**attack_params("pgd20", bundle.info.eps, pipeline.budget), "targeted": True}
+    fields = {"model": model.key, "attack": "pgd20_targeted", "params": params, "dataset": dataset,
+              "test_n": pipeline.budget.test_n, "seed": seed,
+              "targets": {"rule": "uniform over the other classes", "seed": seed,
+                          "sha256": hashlib.sha256(target.numpy().tobytes()).hexdigest()}}
 
-    def make():
+    def make():  # attacked as Pipeline.adversarial is (the run's precision and settings), and keyed alike
         x_adv = pipeline.attack_images(model, pgd, x, target.to(x.device), generator=torch.Generator().manual_seed(seed),
                                        **params)
         return {"x_adv": x_adv.cpu(), "target": target}, {"images": len(y)}
 
-    entry = pipeline.store.fetch("adversarial", spec, make, device=pipeline.device)
+    entry = pipeline.cached("targeted", fields, make)
+    spec = entry.provenance["spec"]
     return TargetedSet("pgd20_targeted", params, model.label, x, entry.payload["x_adv"].to(x.device), y, spec,
                        target=entry.payload["target"].to(y.device))
 

@@ -12,20 +12,30 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from ... import stats
-from ...measurement import Measurement
-from ...models import RESNET_STAGES
-from ...pipeline import TrainedModel
-from .figures import trajectory
-from .targeted import (
-    LAYER_NAMES,
-    TargetedSet,
-    class_means,
-    stage_features,
-    successful_attacks,
-)
+from advclaims.verdict import stats
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.models import RESNET_STAGES
+from advclaims.checkpoints.artifacts import TrainedModel
+from advclaims.analysis.high_frequency.figures import trajectory
+from advclaims.analysis.high_frequency.targeted import (LAYER_NAMES, TargetedSet, class_means, stage_features,
+                                                        successful_attacks)
 
 INTERMEDIATE = "layer2"     # HF-2: the middle residual stage, where the trajectory is checked half way
+
+
+def shift_name(layer: str) -> str:
+    """HF-2's checked shift at the intermediate stage ``layer``."""
+    return f"target_shift_{layer}"
+
+
+def nearer_target_name(layer: str) -> str:
+    """HF-2's shown (unchecked) share at the last stage ``layer``."""
+    return f"nearer_target_fraction_{layer}"
+
+
+# the intermediate and the last stage depend on ``layers``: every stage of RESNET_STAGES can be either
+TRAJECTORY_STATISTICS = (("mean_spearman_ratio_vs_depth",) + tuple(shift_name(layer) for layer in RESNET_STAGES)
+                         + tuple(nearer_target_name(layer) for layer in RESNET_STAGES))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,8 +78,8 @@ def trajectory_statistics(adv_distances: np.ndarray, clean_distances: np.ndarray
     rho = np.array([sps.spearmanr(depth, r).statistic if np.ptp(r) > 0 else 0.0 for r in adv])  # flat: no trend
     mid = layers.index(INTERMEDIATE) if INTERMEDIATE in layers else len(layers) // 2
     statistics = {"mean_spearman_ratio_vs_depth": stats.mean(rho),
-                  f"target_shift_{layers[mid]}": stats.mean(shift[:, mid]),
-                  f"nearer_target_fraction_{layers[-1]}": stats.mean((adv[:, -1] < 0).astype(float))}
+                  shift_name(layers[mid]): stats.mean(shift[:, mid]),
+                  nearer_target_name(layers[-1]): stats.mean((adv[:, -1] < 0).astype(float))}
     rows = []
     for j, layer in enumerate(layers):
         est, est_shift = stats.mean(adv[:, j]), stats.mean(shift[:, j])
@@ -84,15 +94,17 @@ def trajectory_statistics(adv_distances: np.ndarray, clean_distances: np.ndarray
     return statistics, rows, {p: np.mean(v, 0).tolist() for p, v in pairs.items()}
 
 
+@measures("HF-2", TRAJECTORY_STATISTICS)
 def feature_trajectories(model: TrainedModel, tset: TargetedSet, *, num_classes: int,
                          layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
-    """HF-2: per stage, d(f(x_adv), mu_target) / d(f(x_adv), mu_source) over successful targeted attacks
+    """HF-2 (abstract: "a feature trajectory from origins to targets"; protocol ours): per stage,
+    d(f(x_adv), mu_target) / d(f(x_adv), mu_source) over successful targeted attacks
     (``trajectory_statistics`` says what is checked)."""
     keep, counts = successful_attacks(model, tset, batch_size)
     adv, clean = class_distances(model, tset, keep, num_classes=num_classes, layers=layers, batch_size=batch_size)
     statistics, rows, pair_curves = trajectory_statistics(adv, clean, tset.y.cpu()[keep].numpy(),
                                                           tset.target.cpu()[keep].numpy(), layers=layers)
-    last = f"nearer_target_fraction_{layers[-1]}"
+    last = nearer_target_name(layers[-1])
     summary = {last: statistics[last].value, f"{last}_ci": [statistics[last].low, statistics[last].high], **counts}
     return Measurement(statistics=statistics, n=int(keep.sum()), values={last: statistics[last].value},
                        tables={"trajectory": rows, "targeted_pgd20": [summary]},

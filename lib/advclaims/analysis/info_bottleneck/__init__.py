@@ -9,10 +9,11 @@
 - ``figures``: Table 1, Fig. 5, Tables 3-4 as PNG
 """
 
-from .features import (non_robust_features_carry_the_adversarial_label, robust_and_non_robust_split,
-                       robust_channels_versus_beta, robust_features_under_attacks)
-from .nrf import gradient_norm_ablation, nrf_versus_standard_attacks
-from .suite import EvaluationSuite
+from advclaims.analysis.info_bottleneck.features import (non_robust_features_carry_the_adversarial_label,
+                                                         robust_and_non_robust_split, robust_channels_versus_beta,
+                                                         robust_features_under_attacks)
+from advclaims.analysis.info_bottleneck.nrf import gradient_norm_ablation, nrf_versus_standard_attacks
+from advclaims.analysis.info_bottleneck.suite import EvaluationSuite
 
 __all__ = ["non_robust_features_carry_the_adversarial_label", "robust_and_non_robust_split",
            "robust_channels_versus_beta", "robust_features_under_attacks", "gradient_norm_ablation",

@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...iterations import cap
-from ...attacks import frozen
-from ...external import ModelRefused
-from ...models.vgg import VGG16BN
-from ...models.wrn import WideResNet28
+from advclaims.attacks import frozen
+from advclaims.models.layout import NoFeatureSplit
+from advclaims.models.vgg import VGG16BN
+from advclaims.models.wrn import WideResNet28
 
 BETA = 0.3          # weight of the information loss (authors' code)
 STEPS = 200         # Adam steps on lambda
@@ -46,11 +45,6 @@ KL_DELTA = 1e-10    # keeps the KL finite where a variance is 0 (authors' code)
 SPLIT_NEEDED = ("the information-bottleneck claims (IB-1 to IB-6) need features(x) returning (N, C, H, W) maps with "
                 "H x W >= 2 and head(z) returning the logits, head(features(x)) == model(x); see README.md, 'Your own "
                 "models'")
-
-
-class NoFeatureSplit(ModelRefused):
-    """A model the bottleneck cannot be placed on (no features()/head() split, or features without two spatial
-    positions); one line for the user. A ValueError, as before."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +150,7 @@ def fit_channel_masks(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: f
             var_z = spatial_variance(zb)
             lam = torch.zeros(zb.shape[0], zb.shape[1], 1, 1, device=zb.device, requires_grad=True)
             optimizer = torch.optim.Adam([lam], lr=lr)
-            for _ in range(cap(steps)):
+            for _ in range(steps):
                 sigma = F.softplus(lam)
                 noise = torch.randn(lam.shape, generator=generator).to(zb.device)
                 loss = F.cross_entropy(split.tail(zb + sigma * noise), yb) + beta * information_loss(var_z, sigma[:, :, 0, 0])

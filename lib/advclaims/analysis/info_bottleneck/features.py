@@ -9,20 +9,21 @@ thresholding, Z̄) is documented in ``bottleneck``.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ... import stats
-from ...measurement import Measurement
-from .bottleneck import (ChannelMasks, fit_channel_masks, masked_predictions, predictions_of_channels,
-                                       random_channel_masks)
-from .suite import EvaluationSuite
+from advclaims.verdict import stats
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.info_bottleneck.bottleneck import (ChannelMasks, fit_channel_masks, masked_predictions,
+                                                           predictions_of_channels, random_channel_masks)
+from advclaims.analysis.info_bottleneck.suite import EvaluationSuite
 
-from . import figures
-from .suite import ATTACK_LABELS
+from advclaims.analysis.info_bottleneck import figures
+from advclaims.analysis.info_bottleneck.suite import ATTACK_LABELS
 
 TABLE1_ATTACKS = ("fgsm", "pgd", "cw")          # Tables 1 and 2, in order of strength
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # Fig. 5's sweep spans beta = 5 (where the paper sees a reversal)
@@ -54,9 +55,10 @@ def suite_notes(suite: EvaluationSuite) -> list[str]:
 # IB-1
 
 
+@measures("IB-1", ("rerun_mask_changes", "images_split_in_two"))
 def robust_and_non_robust_split(suite: EvaluationSuite, *, fit: Callable[..., ChannelMasks] = fit_channel_masks
                                 ) -> Measurement:
-    """IB-1 (Section 2.2, Eq. 5): the masks that split Z into Z_r and Z_nr, on the clean test images.
+    """IB-1 (Section 2.2, Eq. 5; re-running with the same seed gives the same masks): the masks that split Z into Z_r and Z_nr, on the clean test images.
 
     Fits the bottleneck twice more with the suite's seed (features recomputed each time) and counts, per
     image, the channels whose assignment differs among the two fits and the masks the other claims use
@@ -102,7 +104,8 @@ def _masked_correct(suite: EvaluationSuite, x: torch.Tensor, masks) -> dict[str,
     return {k: as_numpy(v == suite.y) for k, v in preds.items()}
 
 
-MASK_LABEL_CODES = {"true": 0, "predicted": 1}  # IB-2's sensitivity parameter mask_labels in expected/
+MASK_LABEL_CODES = {"true": 0, "predicted": 1}  # the values of the sensitivity parameter mask_labels in expected/
+MASK_LABELS_PARAMETER = "mask_labels"           # IB-2, IB-3, IB-5, IB-6: fit the masks on true or predicted labels
 LABEL_LEAK = ("the masks are fitted per test image with that image's true label, and the same images' accuracies are "
               "then scored (as the authors' find_features and test code do): the label the features are scored against "
               "helped choose the channels")
@@ -115,24 +118,46 @@ IB3_LABELS = ("masks fitted per adversarial image with its true label (the autho
               "image, which on the successful attacks scored is the adversarial label the agreement is judged against")
 
 
+def check_attacks(attacks: tuple[str, ...]) -> None:
+    """IB-2 and IB-3 name their statistics after the attacks passed: each one of the suite's, at most once."""
+    unknown = [a for a in attacks if a not in ATTACK_LABELS]
+    if unknown or len(set(attacks)) != len(attacks):
+        raise ValueError(f"attacks must be distinct names among {', '.join(ATTACK_LABELS)}; got {attacks}")
+
+
+def gap_name(attack: str) -> str:
+    return f"robust_minus_non_robust_{attack}"
+
+
+def fall_name(weaker: str, stronger: str) -> str:
+    return f"non_robust_{weaker}_minus_{stronger}"
+
+
+# IB-2 names its statistics after the attacks it is given (default TABLE1_ATTACKS): declared for any attack of the
+# suite, and the fall for any ordered pair of them (consecutive in the tuple passed)
+TABLE1_STATISTICS = (tuple(gap_name(a) for a in ATTACK_LABELS)
+                     + tuple(fall_name(w, s) for w, s in itertools.permutations(ATTACK_LABELS, 2)))
+
+
 def table1_statistics(ok: dict[str, dict[str, np.ndarray]], attacks: tuple[str, ...]) -> dict[str, stats.Estimate]:
     """IB-2's checked statistics from per-image correctness (``ok[example][int|robust|non_robust]``): robust minus
     non-robust accuracy under each attack, and the non-robust accuracy's fall from each attack to the next."""
-    statistics = {f"robust_minus_non_robust_{a}": stats.mean_difference(ok[a]["robust"], ok[a]["non_robust"])
-                  for a in attacks}
+    statistics = {gap_name(a): stats.mean_difference(ok[a]["robust"], ok[a]["non_robust"]) for a in attacks}
     for stronger, weaker in zip(attacks[1:], attacks[:-1]):
-        statistics[f"non_robust_{weaker}_minus_{stronger}"] = stats.mean_difference(
+        statistics[fall_name(weaker, stronger)] = stats.mean_difference(
             ok[weaker]["non_robust"], ok[stronger]["non_robust"])
     return statistics
 
 
+@measures("IB-2", TABLE1_STATISTICS, parameters=(MASK_LABELS_PARAMETER,))
 def robust_features_under_attacks(suite: EvaluationSuite, attacks: tuple[str, ...] = TABLE1_ATTACKS) -> Measurement:
-    """IB-2: accuracy of tail(Z̄), tail(i_r · Z̄) and tail(i_nr · Z̄), masks fitted on the clean images,
+    """IB-2 (Section 3.1, Table 1): accuracy of tail(Z̄), tail(i_r · Z̄) and tail(i_nr · Z̄), masks fitted on the clean images,
     for clean images and each attack (Table 1). Robust beats non-robust under every attack; the
     non-robust accuracy falls from FGSM to PGD to CW.
 
     The deciding masks are fitted with the true labels (the paper's protocol, ``LABEL_LEAK``); the same
     statistics with masks fitted on the model's own predictions are the sensitivity ``mask_labels`` = 1."""
+    check_attacks(attacks)
     adversarial = {a: suite.attack(a).x_adv for a in attacks}
     by_labels, masks_of = {}, {}
     for labels in MASK_LABEL_CODES:
@@ -160,7 +185,7 @@ def robust_features_under_attacks(suite: EvaluationSuite, attacks: tuple[str, ..
 
     return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table1": rows},
                        figures={f"table1_{suite.arch}": draw},
-                       sensitivity={"mask_labels": {f"{MASK_LABEL_CODES['predicted']:g}": table1_statistics(
+                       sensitivity={MASK_LABELS_PARAMETER: {f"{MASK_LABEL_CODES['predicted']:g}": table1_statistics(
                            by_labels["predicted"], attacks)}},
                        notes=suite_notes(suite) + [
                            f"{LABEL_LEAK}; the sensitivity mask_labels = 1 fits them on the model's predictions instead "
@@ -170,6 +195,12 @@ def robust_features_under_attacks(suite: EvaluationSuite, attacks: tuple[str, ..
 
 # ---------------------------------------------------------------------------------------------
 # IB-3 (Table 2)
+
+
+TABLE2_KINDS = ("non_robust_agreement_minus_chance", "non_robust_minus_random_agreement",
+                "non_robust_minus_robust_agreement")
+# IB-3 names its statistics after the attacks it is given (default TABLE1_ATTACKS): declared for any attack of the suite
+TABLE2_STATISTICS = tuple(f"{kind}_{a}" for kind in TABLE2_KINDS for a in ATTACK_LABELS)
 
 
 def _table2(suite: EvaluationSuite, attacks: tuple[str, ...], labels: str, control_draws: int):
@@ -194,9 +225,9 @@ def _table2(suite: EvaluationSuite, attacks: tuple[str, ...], labels: str, contr
         agree_random = np.mean([as_numpy(predictions_of_channels(suite.split, z_adv[success], keep.to(z_adv.device))
                                     == adv_label) for keep in control], axis=0)
         nr, r, rnd = stats.mean(agree_nr), stats.mean(agree_r), stats.mean(agree_random)
-        statistics[f"non_robust_agreement_minus_chance_{a}"] = nr.shifted(chance)
-        statistics[f"non_robust_minus_random_agreement_{a}"] = stats.mean_difference(agree_nr, agree_random)
-        statistics[f"non_robust_minus_robust_agreement_{a}"] = stats.mean_difference(agree_nr, agree_r)
+        statistics.update(zip((f"{kind}_{a}" for kind in TABLE2_KINDS),
+                              (nr.shifted(chance), stats.mean_difference(agree_nr, agree_random),
+                               stats.mean_difference(agree_nr, agree_r))))
         values[f"non_robust_agreement_{a}"] = nr.value
         values[f"random_agreement_{a}"] = rnd.value
         rows.append(table_row(attack=ATTACK_LABELS[a], mask_labels=labels, successful=n, non_robust_agreement=nr,
@@ -206,6 +237,7 @@ def _table2(suite: EvaluationSuite, attacks: tuple[str, ...], labels: str, contr
     return statistics, rows, values
 
 
+@measures("IB-3", TABLE2_STATISTICS, parameters=(MASK_LABELS_PARAMETER,))
 def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
                                                     attacks: tuple[str, ...] = TABLE1_ATTACKS,
                                                     *, control_draws: int = CONTROL_DRAWS) -> Measurement:
@@ -221,6 +253,7 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
     successful attacks scored here that prediction is the adversarial label itself, so neither fit is free of the
     label it is judged by: the true label is the one the attack moved away from, the predicted one is the label
     the agreement is scored against (``IB3_LABELS``)."""
+    check_attacks(attacks)
     statistics, rows, values = _table2(suite, attacks, "true", control_draws)
     predicted, predicted_rows, predicted_values = _table2(suite, attacks, "predicted", control_draws)
     values.update({f"{k}_predicted_label_masks": v for k, v in predicted_values.items()})
@@ -229,7 +262,7 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
             (suite.masks(a).robust != suite.masks(a, labels="predicted").robust.to(suite.masks(a).robust.device))
             .sum(1).float().mean())
     return Measurement(statistics=statistics, n=len(suite.y), values=values, tables={"table2": rows + predicted_rows},
-                       sensitivity={"mask_labels": {f"{MASK_LABEL_CODES['predicted']:g}": predicted}},
+                       sensitivity={MASK_LABELS_PARAMETER: {f"{MASK_LABEL_CODES['predicted']:g}": predicted}},
                        notes=suite_notes(suite) + [f"control: {control_draws} random channel selections per image, each as "
                                               f"large as its non-robust mask (seed {suite.seed})", IB3_LABELS])
 
@@ -238,8 +271,9 @@ def non_robust_features_carry_the_adversarial_label(suite: EvaluationSuite,
 # IB-4 (Fig. 5)
 
 
+@measures("IB-4", ("robust_channels_spearman", "robust_channels_first_minus_last"))
 def robust_channels_versus_beta(suite: EvaluationSuite, betas: tuple[float, ...] = BETAS) -> Measurement:
-    """IB-4: masks fitted on the clean images for each beta; robust channels per image and the
+    """IB-4 (Section 3.4, Fig. 5): masks fitted on the clean images for each beta; robust channels per image and the
     accuracies of the robust and non-robust features (clean, and PGD with the clean masks) (Fig. 5).
 
     The trend's unit is the beta setting (one bottleneck fit each): ``robust_channels_spearman`` is Spearman's

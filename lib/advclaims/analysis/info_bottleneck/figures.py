@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 
-from ..figures import plt, save
-from .suite import ATTACK_LABELS
+from advclaims.analysis.figures import plt, save
+from advclaims.analysis.info_bottleneck.suite import ATTACK_LABELS
 
 
 def grouped_bars(path: Path, acc: dict, *, labels: dict, title: str) -> None:

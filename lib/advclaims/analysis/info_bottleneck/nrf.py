@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import stats
-from ...evaluation import correct
-from ...measurement import Measurement
-from .suite import ATTACKS, THREAT_MODEL, EvaluationSuite, relabelled_rows
+from advclaims.verdict import stats
+from advclaims.evaluation import correct
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.analysis.info_bottleneck.suite import ATTACKS, THREAT_MODEL, EvaluationSuite, relabelled_rows
 
-from . import figures
-from .features import MASK_LABEL_CODES, as_numpy, suite_notes, table_row
-from .suite import ATTACK_LABELS
+from advclaims.analysis.info_bottleneck import figures
+from advclaims.analysis.info_bottleneck.features import (MASK_LABEL_CODES, MASK_LABELS_PARAMETER, as_numpy, suite_notes,
+                                                         table_row)
+from advclaims.analysis.info_bottleneck.suite import ATTACK_LABELS
 
 BEYOND_EPS_TOL = 1e-6  # float rounding of a confined attack's box edge, in pixels
 NRF_LABELS = ("NRF's masks are fitted per test image with its true label (the authors' code) and accuracy is scored on the "
@@ -116,23 +117,29 @@ def _norm_values(norms: dict) -> dict[str, float]:
     return values
 
 
+TABLE3_BOUNDED = ("fgsm", "bim", "pgd")  # IB-5: the L-inf attacks, each held against NRF confined and unconfined
+# IB-5: (statistic, attack, the NRF variant it is held against)
+TABLE3_PAIRS = ((("cw_minus_nrf", "cw", "nrf"),)
+                + tuple((f"{a}_minus_nrf_linf", a, "nrf_linf") for a in TABLE3_BOUNDED)
+                + tuple((f"{a}_minus_nrf", a, "nrf") for a in TABLE3_BOUNDED))
+TABLE3_STATISTICS = tuple(name for name, _, _ in TABLE3_PAIRS)
+TABLE4_VARIANTS = ("nrf_min", "rf_max", "rf_min")  # IB-6: the ablations, each held against NRF (max ||G_nr||)
+TABLE4_STATISTICS = tuple(f"{n}_minus_nrf" for n in TABLE4_VARIANTS)
+
+
 def _table3_statistics(ok: dict[str, np.ndarray]) -> dict[str, stats.Estimate]:
     """IB-5's checked statistics from per-image correctness: other attack minus NRF, paired over images."""
-    statistics = {"cw_minus_nrf": stats.mean_difference(ok["cw"], ok["nrf"])}
-    for a in ("fgsm", "bim", "pgd"):
-        statistics[f"{a}_minus_nrf_linf"] = stats.mean_difference(ok[a], ok["nrf_linf"])
-    for a in ("fgsm", "bim", "pgd"):
-        statistics[f"{a}_minus_nrf"] = stats.mean_difference(ok[a], ok["nrf"])
-    return statistics
+    return {name: stats.mean_difference(ok[a], ok[nrf]) for name, a, nrf in TABLE3_PAIRS}
 
 
 def _table4_statistics(ok: dict[str, np.ndarray]) -> dict[str, stats.Estimate]:
     """IB-6's checked statistics: each variant's accuracy minus maximised ||G_nr||'s (NRF), paired over images."""
-    return {f"{n}_minus_nrf": stats.mean_difference(ok[n], ok["nrf"]) for n in ("nrf_min", "rf_max", "rf_min")}
+    return {name: stats.mean_difference(ok[n], ok["nrf"]) for name, n in zip(TABLE4_STATISTICS, TABLE4_VARIANTS)}
 
 
+@measures("IB-5", TABLE3_STATISTICS, parameters=(MASK_LABELS_PARAMETER,))
 def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
-    """IB-5 (Section 4, Table 3): accuracy under FGSM, BIM, PGD, CW and NRF (as in the paper: unbounded L2;
+    """IB-5 (Section 4, Eq. 8, Table 3): accuracy under FGSM, BIM, PGD, CW and NRF (as in the paper: unbounded L2;
     and confined to the L-inf eps-ball), each beside its perturbation norms over its successes and the
     fraction of those beyond eps in L-inf, so that NRF's unequal threat model stays visible.
     Statistics are accuracy differences (other attack minus NRF), paired over test images."""
@@ -142,7 +149,8 @@ def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
     values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
     values.update(_norm_values(norms))
     values[f"{suite.arch}_clean_accuracy"] = float(clean.mean())
-    sensitivity = {"mask_labels": _with_predicted_label_masks(suite, names, ok, _table3_statistics, values, rows)}
+    sensitivity = {MASK_LABELS_PARAMETER: _with_predicted_label_masks(suite, names, ok, _table3_statistics, values,
+                                                                      rows)}
 
     def draw(path: Path) -> None:
         figures.accuracy_and_norms(path, _deciding(rows), eps=suite.eps,
@@ -153,16 +161,18 @@ def nrf_versus_standard_attacks(suite: EvaluationSuite) -> Measurement:
                        notes=suite_notes(suite) + [NRF_LABELS])
 
 
+@measures("IB-6", TABLE4_STATISTICS, parameters=(MASK_LABELS_PARAMETER,))
 def gradient_norm_ablation(suite: EvaluationSuite) -> Measurement:
-    """IB-6: the NRF objective with the non-robust or the robust channel mask, its gradient norm
+    """IB-6 (Section 4, Table 4): the NRF objective with the non-robust or the robust channel mask, its gradient norm
     maximised or minimised (Table 4). Statistics: accuracy under each variant minus accuracy under
     maximised ||G_nr|| (NRF), paired over test images."""
-    names = ("nrf", "nrf_min", "rf_max", "rf_min")
-    clean, ok, norms, rows = _attack_table(suite, names, build_order=("nrf_min", "rf_max", "rf_min"))
+    names = ("nrf", *TABLE4_VARIANTS)
+    clean, ok, norms, rows = _attack_table(suite, names, build_order=TABLE4_VARIANTS)
     statistics = _table4_statistics(ok)
     values = {f"{n}_accuracy": float(v.mean()) for n, v in ok.items()}
     values.update(_norm_values(norms))
-    sensitivity = {"mask_labels": _with_predicted_label_masks(suite, names, ok, _table4_statistics, values, rows)}
+    sensitivity = {MASK_LABELS_PARAMETER: _with_predicted_label_masks(suite, names, ok, _table4_statistics, values,
+                                                                      rows)}
 
     def draw(path: Path) -> None:
         figures.accuracy_and_norms(path, _deciding(rows), eps=suite.eps,

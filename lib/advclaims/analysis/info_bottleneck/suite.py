@@ -29,19 +29,23 @@ unless the fit's float rounding differs between the two fits).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from ... import data as data_mod
-from ...attacks import bim, cw_l2, fgsm, pgd
-from ...attacks.nrf import nrf
-from ...evaluation import attack_batched, correct
-from ...pipeline import AdversarialSet, Pipeline, TrainedModel
-from ...store import key_of
-from .bottleneck import (BETA, FIT_BATCH, ChannelMasks, check_split, encode_all, fit_channel_masks,
-                         predictions_of_channels, split_at_last_conv_block)
+from advclaims import data as data_mod
+from advclaims.attacks import bim, cw_l2, fgsm, pgd
+from advclaims.attacks.nrf import nrf
+from advclaims.evaluation import attack_batched, correct
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
+from advclaims.analysis.info_bottleneck.bottleneck import STEPS as MASK_STEPS
+from advclaims.analysis.info_bottleneck.bottleneck import (BETA, FIT_BATCH, ChannelMasks, check_split, encode_all,
+                                                           fit_channel_masks, predictions_of_channels,
+                                                           split_at_last_conv_block)
 
-SUITE_VERSION = 1    # bump when an attack or the bottleneck changes meaning: cached sets and masks rebuild
+if TYPE_CHECKING:  # the pipeline is handed in; an analysis imports no orchestration
+    from advclaims.checkpoints.pipeline import Pipeline
+
 OPTIMISER_STEPS = 200  # Adam steps of CW and NRF in the authors' code
 ATTACK_BATCH = 100   # images per call of the optimisation attacks (the authors' test batch size)
 MASK_LABELS = ("true", "predicted")  # the labels a mask is fitted with (the authors': true)
@@ -67,8 +71,9 @@ THREAT_MODEL = {"fgsm": "L-inf eps", "bim": "L-inf eps", "pgd": "L-inf eps", "cw
                 "rf_max": "L2, unbounded", "rf_min": "L2, unbounded"}
 
 
-def attack_params(name: str, eps: float) -> dict:
-    """The settings of one of ATTACKS at radius eps (see the module docstring)."""
+def attack_params(name: str, eps: float, iterations=lambda n: n) -> dict:
+    """The settings of one of ATTACKS at radius eps (see the module docstring); ``iterations`` caps step counts
+    (a preflight's budget: ``Budget.iterations``; step sizes keep the uncapped schedule's)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     kind, params = ATTACKS[name]
@@ -83,6 +88,8 @@ def attack_params(name: str, eps: float) -> dict:
         params["steps"] = OPTIMISER_STEPS
     if kind == "nrf" and params.pop("linf"):
         params["eps"] = eps
+    if "steps" in params:
+        params["steps"] = iterations(params["steps"])
     return params
 
 
@@ -98,17 +105,17 @@ def relabelled_rows(suite, channels: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class EvaluationSuite:
-    """One ADV model's test images, channel masks and attacks; ``memo`` keeps them for the session."""
+    """One ADV model's test images, channel masks and attacks, each kept in the store (``Pipeline.cached``, which also
+    holds them for the session)."""
 
-    def __init__(self, pipeline: Pipeline, dataset: str, model: TrainedModel, *, seed: int = 0,
-                 memo: dict | None = None):
+    def __init__(self, pipeline: "Pipeline", dataset: str, model: TrainedModel, *, seed: int = 0,
+                 ):
         self.pipeline, self.dataset, self.model, self.seed = pipeline, dataset, model, seed
         self.info = data_mod.info(dataset)
         bundle = pipeline.dataset(dataset)
         self.x, self.y = bundle.test.images(), bundle.test.y
         self.split = split_at_last_conv_block(model.module)
         check_split(self.split, self.x[:1])
-        self.memo = {} if memo is None else memo
 
     @property
     def arch(self) -> str:
@@ -123,9 +130,9 @@ class EvaluationSuite:
         """The L-inf radius of FGSM, BIM, PGD and the confined NRF (the dataset's threat model)."""
         return self.info.eps
 
-    def _spec(self, **extra) -> dict:
+    def _fields(self, **extra) -> dict:
         return {"model": self.model.key, "dataset": self.dataset, "test_n": self.pipeline.budget.test_n,
-                "seed": self.seed, "suite": SUITE_VERSION, **extra}
+                "seed": self.seed, **extra}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Z = encode(x), at the split point of split_at_last_conv_block."""
@@ -140,38 +147,29 @@ class EvaluationSuite:
         docstring)."""
         if labels not in MASK_LABELS:
             raise ValueError(f"labels must be one of {MASK_LABELS}, got {labels!r}")
-        extra = {} if labels == "true" else {"labels": labels}  # true-label masks keep their stored keys
-        spec = self._spec(kind="ib_masks", on=on, beta=beta, fit_batch=FIT_BATCH, **extra)
-        key = key_of(spec)
-        if key not in self.memo:
+        fields = self._fields(on=on, beta=beta, fit_batch=FIT_BATCH, labels=labels)
+
+        def make():
             x = self.x if on == "clean" else self.attack(on).x_adv
+            z = self.features(x)
+            y = self.y if labels == "true" else predictions_of_channels(
+                self.split, z, torch.ones(z.shape[:2], device=z.device))
+            masks = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed,
+                                      steps=self.pipeline.budget.iterations(MASK_STEPS))
+            return masks.as_payload(), {"robust_channels": masks.robust.sum(1).float().mean().item()}
 
-            def make():
-                z = self.features(x)
-                y = self.y if labels == "true" else predictions_of_channels(
-                    self.split, z, torch.ones(z.shape[:2], device=z.device))
-                masks = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed)
-                return masks.as_payload(), {"robust_channels": masks.robust.sum(1).float().mean().item()}
-
-            entry = self.pipeline.store.fetch("ib_masks", spec, make, device=self.pipeline.device)
-            masks = ChannelMasks.from_payload(entry.payload)
-            self.memo[key] = replace(masks, robust=masks.robust.to(self.pipeline.device))
-        return self.memo[key]
+        masks = ChannelMasks.from_payload(self.pipeline.cached("ib_masks", fields, make).payload)
+        return replace(masks, robust=masks.robust.to(self.pipeline.device))
 
     def attack(self, name: str, *, mask_labels: str = "true") -> AdversarialSet:
         """The adversarial test images of one of ATTACKS on this model. ``mask_labels`` says which clean masks an
         NRF-kind attack uses (``masks(labels=...)``); the other attacks use none and ignore it."""
         mask_labels = self._mask_labels(name, mask_labels)
-        params = attack_params(name, self.info.eps)
-        extra = {} if mask_labels == "true" else {"mask_labels": mask_labels}  # true-label sets keep their keys
-        spec = self._spec(kind="ib_attack", attack=name, params=params, **extra)
-        key = key_of(spec)
-        if key not in self.memo:
-            entry = self.pipeline.store.fetch("adversarial", spec, lambda: self._run(name, params, mask_labels),
-                                              device=self.pipeline.device)
-            x_adv = entry.payload["x_adv"].to(self.pipeline.device)
-            self.memo[key] = AdversarialSet(name, params, self.model.label, self.x, x_adv, self.y, spec)
-        return self.memo[key]
+        params = attack_params(name, self.info.eps, self.pipeline.budget.iterations)
+        fields = self._fields(attack=name, params=params, mask_labels=mask_labels)
+        entry = self.pipeline.cached("ib_adversarial", fields, lambda: self._run(name, params, mask_labels))
+        return AdversarialSet(name, params, self.model.label, self.x, entry.payload["x_adv"].to(self.pipeline.device),
+                              self.y, entry.provenance["spec"])
 
     @staticmethod
     def _mask_labels(name: str, mask_labels: str) -> str:

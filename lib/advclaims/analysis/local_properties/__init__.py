@@ -6,11 +6,13 @@
 - ``figures``: the paper's Figs. 1-3, 5, 6, 9 and Tables 1-5 as PNG
 """
 
-from .layers import (fgsm_versus_pgd, outcome_ratios_std_vs_adv, response_differences_by_outcome,
-                     response_differences_std_vs_adv, transfer_response_differences, weight_decay_sweep)
-from .smoothness import perturbation_smoothness
-from .spectra import (frequency_swap, high_pass_accuracy, low_pass_accuracy, low_pass_accuracy_std_vs_adv,
-                      spectrum_differences)
+from advclaims.analysis.local_properties.layers import (fgsm_versus_pgd, outcome_ratios_std_vs_adv,
+                                                        response_differences_by_outcome,
+                                                        response_differences_std_vs_adv, transfer_response_differences,
+                                                        weight_decay_sweep)
+from advclaims.analysis.local_properties.smoothness import perturbation_smoothness
+from advclaims.analysis.local_properties.spectra import (frequency_swap, high_pass_accuracy, low_pass_accuracy,
+                                                         low_pass_accuracy_std_vs_adv, spectrum_differences)
 
 __all__ = ["fgsm_versus_pgd", "outcome_ratios_std_vs_adv", "response_differences_by_outcome",
            "response_differences_std_vs_adv", "transfer_response_differences", "weight_decay_sweep",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import plt, save
+from advclaims.analysis.figures import plt, save
 
 COLORS = ["#55A868", "#C44E52", "#4C72B0", "#8172B2", "#CCB974", "#64B5CD"]
 

@@ -9,19 +9,62 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import stats as sps
 
-from ... import stats
-from ...evaluation import correct
-from ...measurement import Measurement
-from ...models import RESNET_STAGES
-from ...pipeline import AdversarialSet, TrainedModel
-from .. import figures
-from . import figures as lpfig
-from ..responses import max_bound, response_differences, saturated_share
+from advclaims.verdict import stats
+from advclaims.evaluation import correct
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.models import RESNET_STAGES
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
+from advclaims.analysis import figures
+from advclaims.analysis.local_properties import figures as lpfig
+from advclaims.analysis.responses import max_bound, response_differences, saturated_share
 
 LAYER_NAMES = {"conv1": "Conv1", "layer0": "Layer0", "layer1": "Layer1", "layer2": "Layer2",
                "layer3": "Layer3", "layer4": "Layer4"}
+KINDS = ("max", "total")           # the two response differences of a stage (Max and Total)
+OWN_ATTACKS = ("pgd20", "fgsm")    # LP-10: ADV's own attacks, each set against STD's FGSM
+
+
+# ---------------------------------------------------------------------------------------------
+# statistic names: the analyses below build their Measurements' keys with these, and their @measures
+# declarations list them over every stage a ``layers`` argument can name (RESNET_STAGES)
+
+
+def ratio_name(kind: str, layer: str) -> str:
+    return f"{kind}_ratio_{layer}"
+
+
+def deviation_name(kind: str, layer: str) -> str:
+    return f"{kind}_ratio_deviation_{layer}"
+
+
+def one_sided_name(layer: str) -> str:
+    return f"total_ratio_{layer}_one_sided"
+
+
+def ratio_gap_name(layer: str, attack: str) -> str:
+    return f"{layer}_total_ratio_gap_{attack}"
+
+
+def fgsm_over_pgd20_name(layer: str, kind: str) -> str:
+    return f"{layer}_{kind}_fgsm_over_pgd20"
+
+
+def trend_names(layer: str) -> tuple[str, ...]:
+    """LP-13's statistics when ``layer`` is the last stage read."""
+    return ("kernel_magnitude_rho", f"{layer}_max_rho", f"{layer}_total_rho", "clean_robust_gap_rho")
+
+
+LAYER_COMPARISON = tuple(ratio_name(kind, layer) for layer in RESNET_STAGES for kind in KINDS)  # layer_comparison
+OUTCOME_COMPARISON = (tuple(name(kind, layer) for layer in RESNET_STAGES for kind in KINDS
+                            for name in (ratio_name, deviation_name))
+                      + tuple(one_sided_name(layer) for layer in RESNET_STAGES))             # outcome_comparison
+OUTCOME_RATIOS = tuple(name for layer in RESNET_STAGES
+                       for name in ([ratio_gap_name(layer, a) for a in OWN_ATTACKS]
+                                    + [fgsm_over_pgd20_name(layer, kind) for kind in KINDS]))
+TRANSFER_ACCURACY = ("clean_minus_transferred_accuracy", "transferred_minus_own_accuracy")
+FGSM_VERSUS_PGD = ("fgsm_minus_pgd20_accuracy",)
+WEIGHT_DECAY_TRENDS = tuple(dict.fromkeys(name for layer in RESNET_STAGES for name in trend_names(layer)))
 
 
 SATURATED_SHARE = 0.5  # a Max with at least half its images at the ceiling measures the kernels, not the responses
@@ -65,12 +108,12 @@ def layer_comparison(diffs: dict, layers: tuple[str, ...], *, bounds: dict | Non
     notes = notes if notes is not None else []
     for layer in layers:
         row = {"layer": LAYER_NAMES.get(layer, layer)}
-        for kind in ("max", "total"):
+        for kind in KINDS:
             a, b = d_a[layer][kind].numpy(), d_b[layer][kind].numpy()
             ratio = stats.ratio_of_means(a, b)
-            statistics[f"{kind}_ratio_{layer}"] = ratio
+            statistics[ratio_name(kind, layer)] = ratio
             if kind == "max" and bounds:
-                mark_saturated(statistics, [f"max_ratio_{layer}"], ceiling_note(
+                mark_saturated(statistics, [ratio_name("max", layer)], ceiling_note(
                     layer, {name_a: (a, bounds[name_a][layer]), name_b: (b, bounds[name_b][layer])}), notes)
             for name, sample in ((name_a, a), (name_b, b)):
                 m = stats.mean(sample)
@@ -81,8 +124,10 @@ def layer_comparison(diffs: dict, layers: tuple[str, ...], *, bounds: dict | Non
     return statistics, values, rows
 
 
+@measures("LP-7", FGSM_VERSUS_PGD)
 def fgsm_versus_pgd(model: TrainedModel, *, fgsm_set: AdversarialSet, pgd_set: AdversarialSet) -> Measurement:
-    """LP-7: accuracy under FGSM minus accuracy under PGD-20, paired over the same test images."""
+    """LP-7 (footnote 1 of Section 3.2 and Appendix B): accuracy under FGSM minus accuracy under PGD-20, paired
+    over the same test images."""
     if not (fgsm_set.y.equal(pgd_set.y)):
         raise ValueError("FGSM and PGD sets must attack the same images")
     clean = correct(model.module, fgsm_set.x, fgsm_set.y).cpu().numpy()
@@ -90,22 +135,24 @@ def fgsm_versus_pgd(model: TrainedModel, *, fgsm_set: AdversarialSet, pgd_set: A
     ok_pgd = correct(model.module, pgd_set.x_adv, pgd_set.y).cpu().numpy()
     accs = {"clean": stats.mean(clean), "FGSM": stats.mean(ok_fgsm), "PGD-20": stats.mean(ok_pgd)}
     return Measurement(
-        statistics={"fgsm_minus_pgd20_accuracy": stats.mean_difference(ok_fgsm, ok_pgd)},
+        statistics={FGSM_VERSUS_PGD[0]: stats.mean_difference(ok_fgsm, ok_pgd)},
         n=len(clean),
         values={"clean_accuracy": accs["clean"].value, "fgsm_accuracy": accs["FGSM"].value,
                 "pgd20_accuracy": accs["PGD-20"].value},
         tables={"accuracy": [{"model": model.label, "attack": k, "accuracy": e.value, "low": e.low, "high": e.high}
                              for k, e in accs.items()]},
         figures={"accuracy": lambda path: figures.bars(
-            path, {k: e for k, e in accs.items()}, ylabel="accuracy",
+            path, {k: e for k, e in accs.items()}, ylabel="accuracy", ylim=(0, 1),
             title=f"{model.label}: accuracy by attack (95% CI)")},
     )
 
 
+@measures("LP-8", LAYER_COMPARISON)
 def response_differences_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_set: AdversarialSet,
                                     adv_set: AdversarialSet, layers: tuple[str, ...] = RESNET_STAGES,
                                     batch_size: int = 500) -> Measurement:
-    """LP-8: Max and Total local response differences per stage, each model under its own attack.
+    """LP-8 (Table 1): Max and Total local response differences of STD and ADV per stage, each model attacked by
+    its own PGD-20.
 
     Statistics are ratios of means STD/ADV over the same test images (paired bootstrap): scale-free,
     since the two networks' activations need not share a scale.
@@ -146,14 +193,6 @@ def bootstrap_images(statistic: Callable[[np.ndarray], float], n: int, *, confid
     return stats.bootstrap(over, np.arange(n, dtype=float), confidence=confidence, method=method, seed=seed)
 
 
-def spearman_rho(x, y) -> float:
-    """Spearman rho of y against x (scipy); a constant y has no trend: 0."""
-    y = np.asarray(y, dtype=float)
-    if np.ptp(y) == 0:
-        return 0.0
-    return float(sps.spearmanr(x, y).statistic)
-
-
 def same_images(a: AdversarialSet, b: AdversarialSet) -> None:
     if a.x.shape != b.x.shape or not a.y.equal(b.y) or not a.x.equal(b.x):
         raise ValueError(f"the sets made on {a.source} and {b.source} must attack the same natural images")
@@ -180,10 +219,11 @@ def _group_ratio(values: np.ndarray, success: np.ndarray, failed: np.ndarray) ->
 # LP-9, LP-10: successful vs failed attacks (Tables 2 and 4)
 
 
+@measures("LP-9", OUTCOME_COMPARISON)
 def response_differences_by_outcome(model: TrainedModel, attack_set: AdversarialSet, *,
                                     layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
-    """LP-9: Max and Total response differences of successful over failed attacks, per stage, on the
-    correctly classified images (``outcome_comparison``)."""
+    """LP-9 (Table 2, Section 4.3): Max and Total response differences of successful over failed attacks, per
+    stage, on the correctly classified images (``outcome_comparison``)."""
     success, failed = outcome_groups(model, attack_set)
     d = response_differences(model.module, attack_set.x, attack_set.x_adv, layers=layers, batch_size=batch_size)
     return outcome_comparison(d, success, failed, layers=layers, bounds=ceilings(model, attack_set, layers),
@@ -201,17 +241,17 @@ def outcome_comparison(d: dict, success: np.ndarray, failed: np.ndarray, *, laye
     statistics, values, rows, notes = {}, {}, [], []
     for layer in layers:
         row = {"layer": LAYER_NAMES.get(layer, layer)}
-        for kind in ("max", "total"):
+        for kind in KINDS:
             v = d[layer][kind].numpy()
             a, b = v[success], v[failed]
             ratio = stats.ratio_of_means(a, b, paired=False)
-            statistics[f"{kind}_ratio_{layer}"] = ratio
-            statistics[f"{kind}_ratio_deviation_{layer}"] = stats.bootstrap(
+            statistics[ratio_name(kind, layer)] = ratio
+            statistics[deviation_name(kind, layer)] = stats.bootstrap(
                 lambda s, f, axis=-1: np.abs(np.mean(s, axis=axis) / np.mean(f, axis=axis) - 1), a, b,
                 paired=False, method="percentile")
             if kind == "max" and bounds:
                 bound = bounds.get(layer)
-                mark_saturated(statistics, [f"max_ratio_{layer}", f"max_ratio_deviation_{layer}"],
+                mark_saturated(statistics, [ratio_name("max", layer), deviation_name("max", layer)],
                                ceiling_note(layer, {"successful": (a, bound), "failed": (b, bound)}), notes)
             values[f"success_{kind}_{layer}"] = float(a.mean())
             values[f"failed_{kind}_{layer}"] = float(b.mean())
@@ -219,8 +259,8 @@ def outcome_comparison(d: dict, success: np.ndarray, failed: np.ndarray, *, laye
                         f"{kind}_ratio": ratio.value, f"{kind}_ratio_ci": [ratio.low, ratio.high]})
         rows.append(row)
     v4 = d[layers[-1]]["total"].numpy()
-    statistics[f"total_ratio_{layers[-1]}_one_sided"] = stats.ratio_of_means(v4[success], v4[failed], paired=False,
-                                                                             confidence=0.98)
+    statistics[one_sided_name(layers[-1])] = stats.ratio_of_means(v4[success], v4[failed], paired=False,
+                                                                  confidence=0.98)
     values.update({"successful_attacks": float(success.sum()), "failed_attacks": float(failed.sum())})
 
     def draw(path: Path) -> None:
@@ -234,11 +274,12 @@ def outcome_comparison(d: dict, success: np.ndarray, failed: np.ndarray, *, laye
     )
 
 
+@measures("LP-10", OUTCOME_RATIOS)
 def outcome_ratios_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_fgsm_set: AdversarialSet,
                               adv_pgd_set: AdversarialSet, adv_fgsm_set: AdversarialSet,
                               layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
-    """LP-10: on ADV the Layer4 successful/failed ratio is smaller than on STD (FGSM, Table 2), under
-    PGD-20 and FGSM alike; and ADV's Layer4 differences are smaller under FGSM than under PGD-20.
+    """LP-10 (Table 4, Appendix C): on ADV the Layer4 successful/failed ratio is smaller than on STD (FGSM,
+    Table 2), under PGD-20 and FGSM alike; and ADV's Layer4 differences are smaller under FGSM than under PGD-20.
     The ratio gaps resample images jointly (all three sets attack the same images)."""
     same_images(std_fgsm_set, adv_pgd_set)
     same_images(std_fgsm_set, adv_fgsm_set)
@@ -258,19 +299,19 @@ def outcome_ratios_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_fgsm_
         s, f = groups[key]
         return _group_ratio(total[key][i], s[i], f[i])
 
-    statistics = {f"{last}_total_ratio_gap_{a}": bootstrap_images(lambda i, a=a: ratio(a, i) - ratio("std_fgsm", i), n)
-                  for a in ("pgd20", "fgsm")}
+    statistics = {ratio_gap_name(last, a): bootstrap_images(lambda i, a=a: ratio(a, i) - ratio("std_fgsm", i), n)
+                  for a in OWN_ATTACKS}
     clean = correct(adv.module, adv_pgd_set.x, adv_pgd_set.y).bool().cpu().numpy()
-    for kind in ("max", "total"):
-        statistics[f"{last}_{kind}_fgsm_over_pgd20"] = stats.ratio_of_means(
+    for kind in KINDS:
+        statistics[fgsm_over_pgd20_name(last, kind)] = stats.ratio_of_means(
             diffs["fgsm"][last][kind].numpy()[clean], diffs["pgd20"][last][kind].numpy()[clean])
     values, tables = {}, {}
-    for a in ("pgd20", "fgsm"):
+    for a in OWN_ATTACKS:
         s, f = groups[a]
         rows = []
         for layer in layers:
             row = {"layer": LAYER_NAMES.get(layer, layer)}
-            for kind in ("max", "total"):
+            for kind in KINDS:
                 v = diffs[a][layer][kind].numpy()
                 values[f"{a}_success_{kind}_{layer}"] = float(v[s].mean())
                 values[f"{a}_failed_{kind}_{layer}"] = float(v[f].mean())
@@ -292,9 +333,12 @@ def outcome_ratios_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_fgsm_
 # LP-11, LP-12: own vs transferred adversarial examples (Tables 3 and 5)
 
 
+@measures("LP-12", LAYER_COMPARISON + TRANSFER_ACCURACY)
+@measures("LP-11", LAYER_COMPARISON + TRANSFER_ACCURACY)
 def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialSet, transferred_set: AdversarialSet,
                                   layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
-    """LP-11 / LP-12: response differences on ``target`` of examples transferred from another model
+    """LP-11 (Table 3, Section 4.3; target ADV, transferred from STD) / LP-12 (Table 5, Appendix C; target STD,
+    transferred from ADV): response differences on ``target`` of examples transferred from another model
     over those of its own attack (ratio of means, paired over images), and target's accuracy."""
     same_images(own_set, transferred_set)
     d_own = response_differences(target.module, own_set.x, own_set.x_adv, layers=layers, batch_size=batch_size)
@@ -307,8 +351,8 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
     clean = correct(target.module, own_set.x, own_set.y).cpu().numpy()
     own = correct(target.module, own_set.x_adv, own_set.y).cpu().numpy()
     transferred = correct(target.module, transferred_set.x_adv, transferred_set.y).cpu().numpy()
-    statistics["clean_minus_transferred_accuracy"] = stats.mean_difference(clean, transferred)
-    statistics["transferred_minus_own_accuracy"] = stats.mean_difference(transferred, own)
+    statistics[TRANSFER_ACCURACY[0]] = stats.mean_difference(clean, transferred)
+    statistics[TRANSFER_ACCURACY[1]] = stats.mean_difference(transferred, own)
     values.update({"clean_accuracy": float(clean.mean()), "own_attack_accuracy": float(own.mean()),
                    "transferred_accuracy": float(transferred.mean())})
     accs = {"clean": stats.mean(clean), "own attack": stats.mean(own),
@@ -324,7 +368,7 @@ def transfer_response_differences(target: TrainedModel, *, own_set: AdversarialS
         tables={"responses": rows, "accuracy": [{"images": k, "accuracy": e.value, "accuracy_ci": [e.low, e.high]}
                                                 for k, e in accs.items()]},
         figures={"responses": draw, "accuracy": lambda path: figures.bars(
-            path, accs, ylabel="accuracy", title=f"{target.label}: accuracy (95% CI)")},
+            path, accs, ylabel="accuracy", ylim=(0, 1), title=f"{target.label}: accuracy (95% CI)")},
     )
 
 
@@ -339,10 +383,12 @@ def kernel_magnitudes(module: torch.nn.Module) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+@measures("LP-13", WEIGHT_DECAY_TRENDS)
 def weight_decay_sweep(members: list[tuple[float, TrainedModel, AdversarialSet]], *,
                        layers: tuple[str, ...] = RESNET_STAGES, batch_size: int = 500) -> Measurement:
-    """LP-13: Spearman rho against weight decay of each model's mean kernel magnitude, mean Layer4 Max and
-    Total under its own PGD-20, and its clean - robust accuracy gap (every model attacked on the same images).
+    """LP-13 (Figs. 5 and 9, Section 4.4): Spearman rho against weight decay of each model's mean kernel magnitude,
+    mean Layer4 Max and Total under its own PGD-20, and its clean - robust accuracy gap (every model attacked on the
+    same images).
 
     The unit is the trained model: each statistic is ``stats.trend`` over the k models (one value each), decided
     by the exact one-sided permutation test over their k! orders (k = 4: a perfect order has p = 1/24); several
@@ -357,13 +403,12 @@ def weight_decay_sweep(members: list[tuple[float, TrainedModel, AdversarialSet]]
     kernels = np.stack([kernel_magnitudes(m.module) for _, m, _ in members], 1)          # (kernels, models)
     diffs = [response_differences(m.module, s.x, s.x_adv, layers=layers, batch_size=batch_size) for _, m, s in members]
     resp = {(layer, kind): np.stack([d[layer][kind].numpy() for d in diffs], 1) for layer in layers
-            for kind in ("max", "total")}                                                   # (images, models)
+            for kind in KINDS}                                                              # (images, models)
     clean = np.stack([correct(m.module, s.x, s.y).cpu().numpy() for _, m, s in members], 1)
     robust = np.stack([correct(m.module, s.x_adv, s.y).cpu().numpy() for _, m, s in members], 1)
     n, last = len(clean), layers[-1]
-    per_model = {"kernel_magnitude_rho": kernels.mean(0), f"{last}_max_rho": resp[last, "max"].mean(0),
-                 f"{last}_total_rho": resp[last, "total"].mean(0),
-                 "clean_robust_gap_rho": clean.mean(0) - robust.mean(0)}
+    per_model = dict(zip(trend_names(last), (kernels.mean(0), resp[last, "max"].mean(0), resp[last, "total"].mean(0),
+                                             clean.mean(0) - robust.mean(0))))
     # the claim: each falls as weight decay grows
     statistics = {name: stats.trend(v, wds, alternative="less") for name, v in per_model.items()}
     rows, values = [], {}
@@ -372,13 +417,13 @@ def weight_decay_sweep(members: list[tuple[float, TrainedModel, AdversarialSet]]
                "clean": float(clean[:, k].mean()), "robust": float(robust[:, k].mean()),
                "gap": float(clean[:, k].mean() - robust[:, k].mean())}
         for layer in layers:
-            for kind in ("max", "total"):
+            for kind in KINDS:
                 row[f"{kind}_{layer}"] = float(resp[layer, kind][:, k].mean())
         rows.append(row)
         values.update({f"kernel_magnitude_wd{wd:g}": row["kernel_magnitude"], f"gap_wd{wd:g}": row["gap"],
                        f"{last}_max_wd{wd:g}": row[f"max_{last}"], f"{last}_total_wd{wd:g}": row[f"total_{last}"]})
     panels = {kind: {LAYER_NAMES.get(layer, layer): [r[f"{kind}_{layer}"] for r in rows] for layer in layers}
-              for kind in ("max", "total")}
+              for kind in KINDS}
     accuracy = {"clean": [r["clean"] for r in rows], "robust (PGD-20)": [r["robust"] for r in rows]}
     magnitude = [r["kernel_magnitude"] for r in rows]
     return Measurement(

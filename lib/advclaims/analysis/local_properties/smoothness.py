@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ... import stats
-from ...evaluation import correct
-from ...measurement import Measurement
-from ...pipeline import AdversarialSet, TrainedModel
-from . import figures as lpfig
-from .layers import same_images
+from advclaims.verdict import stats
+from advclaims.evaluation import correct
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
+from advclaims.analysis.local_properties import figures as lpfig
+from advclaims.analysis.local_properties.layers import same_images
 
 BOUND_RTOL = 1e-3  # a pixel "reaches" eps when |delta| >= eps * (1 - BOUND_RTOL): float32 projection error
 
@@ -41,9 +41,10 @@ def bound_fraction(delta: torch.Tensor, eps: float, *, rtol: float = BOUND_RTOL)
     return (delta.abs() >= eps * (1 - rtol)).float().flatten(2).mean(-1)
 
 
+@measures("LP-6", ("neighbour_correlation_adv_minus_std", "bound_fraction_adv_minus_std"))
 def perturbation_smoothness(std: TrainedModel, adv: TrainedModel, *, std_set: AdversarialSet,
                             adv_set: AdversarialSet, grid_rows: int = 3) -> Measurement:
-    """LP-6: perturbations made on ADV are locally consistent (higher neighbour correlation) and reach
+    """LP-6 (Fig. 3, Section 3.2): perturbations made on ADV are locally consistent (higher neighbour correlation) and reach
     the bound at least as often as those made on STD; per image means over channels, paired."""
     same_images(std_set, adv_set)
     eps = float(std_set.params["eps"])

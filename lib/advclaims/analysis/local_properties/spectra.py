@@ -13,13 +13,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ... import stats
-from ...evaluation import predict
-from ...measurement import Measurement
-from ...pipeline import AdversarialSet, TrainedModel
-from .. import frequency as F
-from . import figures as lpfig
-from .layers import bootstrap_images, same_images, spearman_rho
+from advclaims.verdict import stats
+from advclaims.evaluation import predict
+from advclaims.verdict.measurement import Measurement, measures
+from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
+from advclaims.analysis import frequency as F
+from advclaims.analysis.local_properties import figures as lpfig
+from advclaims.analysis.local_properties.layers import bootstrap_images, same_images
 
 INNER_BAND = 0.25  # LP-4: the inner (low-frequency) disc has radius INNER_BAND * image side (half of Nyquist)
 
@@ -82,7 +82,7 @@ def peak_fall(curve: np.ndarray) -> float:
 
 def rank_trend(radii, curve: np.ndarray) -> float:
     """Spearman rho between radius and accuracy; a flat curve has no trend (0)."""
-    return spearman_rho(radii, curve.mean(0))
+    return stats.spearman_rho(radii, curve.mean(0))
 
 
 def _curve_rows(radii, curves: dict[str, np.ndarray]) -> list[dict]:
@@ -101,8 +101,9 @@ def _curve_rows(radii, curves: dict[str, np.ndarray]) -> list[dict]:
 # LP-1, LP-2: low-pass filtered natural and adversarial images (Fig. 1a-b)
 
 
+@measures("LP-1", ("adv_peak_minus_final", "nat_final_minus_first", "nat_minus_adv_first_radius"))
 def low_pass_accuracy(std: TrainedModel, std_set: AdversarialSet) -> Measurement:
-    """LP-1: on STD, accuracy of low-passed adversarial images peaks at an intermediate radius and
+    """LP-1 (Fig. 1a, Section 3.1): on STD, accuracy of low-passed adversarial images peaks at an intermediate radius and
     falls at the full spectrum; low-passed natural images rise to clean accuracy."""
     radii = radii_of(std_set.x)
     c = low_pass_curves(std, std_set, radii)
@@ -126,9 +127,10 @@ def low_pass_accuracy(std: TrainedModel, std_set: AdversarialSet) -> Measurement
     )
 
 
+@measures("LP-2", ("fall_ratio_adv_over_std",))
 def low_pass_accuracy_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_set: AdversarialSet,
                                  adv_set: AdversarialSet) -> Measurement:
-    """LP-2: the fall of low-passed adversarial accuracy from its peak is far smaller on ADV than on STD."""
+    """LP-2 (Fig. 1b, Section 3.1): the fall of low-passed adversarial accuracy from its peak is far smaller on ADV than on STD."""
     same_images(std_set, adv_set)
     radii = radii_of(std_set.x)
     s = {"adv": correctness_curve(std.module, std_set.y, radii, lambda p, r: F.low_pass(std_set.x_adv[p], r))}
@@ -158,9 +160,10 @@ def low_pass_accuracy_std_vs_adv(std: TrainedModel, adv: TrainedModel, *, std_se
 # LP-3: frequency swap (Fig. 1c-d)
 
 
+@measures("LP-3", ("rho_nat_low_adv_high", "rho_adv_low_nat_high"))
 def frequency_swap(std: TrainedModel, std_set: AdversarialSet, *, adv: TrainedModel | None = None,
                    adv_set: AdversarialSet | None = None) -> Measurement:
-    """LP-3: on STD, "nat low + adv high" accuracy rises with the threshold radius and "adv low +
+    """LP-3 (Fig. 1c-d, Section 3.1): on STD, "nat low + adv high" accuracy rises with the threshold radius and "adv low +
     nat high" falls; Spearman rho of accuracy against radius, bootstrap over images. ADV's curves
     (Fig. 1d), when given, are drawn but not checked (docs/claims.md checks STD)."""
     radii = radii_of(std_set.x)
@@ -198,8 +201,9 @@ def log_amplitude_difference(s: AdversarialSet) -> torch.Tensor:
     return (F.log_amplitude(s.x_adv) - F.log_amplitude(s.x)).mean(1)
 
 
+@measures("LP-4", ("std_outer_minus_inner", "std_minus_adv_outer", "std_outer", "adv_outer"))
 def spectrum_differences(std_set: AdversarialSet, adv_set: AdversarialSet) -> Measurement:
-    """LP-4: the mean log-amplitude difference adv - nat lies in the outer (high-frequency) band, and
+    """LP-4 (Fig. 2, Section 3.1): the mean log-amplitude difference adv - nat lies in the outer (high-frequency) band, and
     is larger for perturbations made on STD than on ADV; per-image band means, paired bootstrap."""
     same_images(std_set, adv_set)
     h, w = std_set.x.shape[-2:]
@@ -240,6 +244,9 @@ def spectrum_differences(std_set: AdversarialSet, adv_set: AdversarialSet) -> Me
 # only a few corner coefficients, on which every model predicts one class.
 HIGH_PASS_RANGES = (0.1, 0.25, 0.5, 0.75)
 HIGH_PASS_RANGE = 0.25
+HIGH_PASS_PARAMETER = "high_pass_range"  # LP-5's sensitivity parameter in expected/
+HIGH_PASS_SETS = tuple(f"{tag}_{kind}" for tag in ("std", "adv") for kind in ("nat", "adv"))  # model _ images
+HIGH_PASS_STATISTICS = tuple(f"{key}_above_chance" for key in HIGH_PASS_SETS)
 
 
 def high_pass_radii(x: torch.Tensor, fraction: float) -> list[int]:
@@ -266,9 +273,10 @@ def accuracy_above_chance(pred: np.ndarray, y: np.ndarray, classes: int) -> Call
     return statistic
 
 
+@measures("LP-5", HIGH_PASS_STATISTICS, parameters=(HIGH_PASS_PARAMETER,))
 def high_pass_accuracy(std: TrainedModel, adv: TrainedModel, *, std_set: AdversarialSet,
                        adv_set: AdversarialSet) -> Measurement:
-    """LP-5: accuracy of high-passed natural and adversarial images above chance agreement, averaged
+    """LP-5 (Fig. 6, Appendix A): accuracy of high-passed natural and adversarial images above chance agreement, averaged
     over the range of scales (high-pass radii 1 .. HIGH_PASS_RANGE x side), on STD and ADV; bootstrap
     over images, predictions and chance recomputed per resample. The other ranges of HIGH_PASS_RANGES
     go to the report's sensitivity table."""
@@ -277,20 +285,20 @@ def high_pass_accuracy(std: TrainedModel, adv: TrainedModel, *, std_set: Adversa
     with torch.no_grad():
         classes = std.module(std_set.x[:1]).shape[1]
     y = std_set.y.cpu().numpy()
-    preds = {}
-    for tag, model, s in (("std", std, std_set), ("adv", adv, adv_set)):
-        for kind, x in (("nat", s.x), ("adv", s.x_adv)):
-            preds[f"{tag}_{kind}"] = predictions_over_radii(model.module, len(y), radii,
-                                                            lambda part, r, x=x: F.high_pass(x[part], r))
+    images = {"std_nat": std_set.x, "std_adv": std_set.x_adv, "adv_nat": adv_set.x, "adv_adv": adv_set.x_adv}
+    models = {"std": std, "adv": adv}
+    preds = {key: predictions_over_radii(models[key.split("_")[0]].module, len(y), radii,
+                                         lambda part, r, x=images[key]: F.high_pass(x[part], r))
+             for key in HIGH_PASS_SETS}
     n = len(y)
 
     def at(fraction: float) -> dict[str, stats.Estimate]:
         k = len(high_pass_radii(std_set.x, fraction))
-        return {f"{key}_above_chance": bootstrap_images(accuracy_above_chance(p[:, :k], y, classes), n)
-                for key, p in preds.items()}
+        return {name: bootstrap_images(accuracy_above_chance(preds[key][:, :k], y, classes), n)
+                for key, name in zip(HIGH_PASS_SETS, HIGH_PASS_STATISTICS)}
 
     statistics = at(HIGH_PASS_RANGE)
-    sensitivity = {"high_pass_range": {f"{f:g}": at(f) for f in HIGH_PASS_RANGES if f != HIGH_PASS_RANGE}}
+    sensitivity = {HIGH_PASS_PARAMETER: {f"{f:g}": at(f) for f in HIGH_PASS_RANGES if f != HIGH_PASS_RANGE}}
     curves = {std.label: {kind: (preds[f"std_{kind}"] == y[:, None]).astype(float) for kind in ("nat", "adv")},
               adv.label: {kind: (preds[f"adv_{kind}"] == y[:, None]).astype(float) for kind in ("nat", "adv")}}
     rows = {label: _curve_rows(radii, c) for label, c in curves.items()}
