@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from advclaims import timing
 from advclaims.attacks._common import check_finite_logits
 
 
@@ -33,6 +34,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_
 
 def attack_batched(attack: Callable, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                    batch_size: int = 500, **kwargs) -> torch.Tensor:
-    """Run an attack over a large set in batches; keyword budgets go to the attack unchanged."""
-    return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
-                      for i in range(0, len(x), batch_size)])
+    """Run an attack over a large set in batches; keyword budgets go to the attack unchanged. Its seconds count as
+    the instance's attacks phase (advclaims.timing)."""
+    with timing.phase("attacks"):
+        return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
+                          for i in range(0, len(x), batch_size)])

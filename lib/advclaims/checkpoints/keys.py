@@ -23,6 +23,14 @@ VERSIONS = {  # kind (the store's folder) -> version of what the code makes of a
     "external": 3,             # a user's model: its identity (content) and its measured accuracies
 }
 
+PHASES = {  # kind -> the phase of an instance's profile (advclaims.timing) that making an entry of it counts as
+    "models": "training", "adversarial": "attacks", "targeted": "attacks", "ib_adversarial": "attacks",
+    "curvature_deepfool": "attacks", "external": "attacks", "ib_masks": "analysis", "curvature": "analysis",
+    "curvature_scores": "analysis", "curvature_svd": "analysis", "imported": "store",
+}
+if set(PHASES) != set(VERSIONS):
+    raise ImportError(f"keys.PHASES and keys.VERSIONS name other kinds: {sorted(set(PHASES) ^ set(VERSIONS))}")
+
 
 def canonical(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from advclaims import accel as accel_mod
+from advclaims import timing
 from advclaims import budgets as budgets_mod
 from advclaims import data as data_mod
 from advclaims.checkpoints import distributed
@@ -123,7 +124,9 @@ class Pipeline(ExternalModels):
         spec = self.spec_of(kind, fields, arch=arch, settings=settings)
         key = (kind, keys.key_of(spec))
         if replace or key not in self._entries:
-            self._entries[key] = self.store.fetch(kind, spec, make, device=self.device, replace=replace)
+            with timing.phase("store"):
+                self._entries[key] = self.store.fetch(kind, spec, timing.timed(keys.PHASES[kind])(make),
+                                                      device=self.device, replace=replace)
         return self._entries[key]
 
     def attack_images(self, model: TrainedModel, attack, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -161,6 +164,7 @@ class Pipeline(ExternalModels):
                                     width=spec["width"], mean=meta.mean, std=meta.std,
                                     input_size=meta.size).to(self.device, memory_format=torch.channels_last)
 
+        @timing.timed("training")
         def make():
             bundle = self.dataset(dataset)
             net = build()
@@ -177,7 +181,8 @@ class Pipeline(ExternalModels):
                                                   steps=self.budget.iterations(20)))
             return {k: v.cpu() for k, v in net.state_dict().items()}, metrics
 
-        entry = distributed.fetch_once(self.store, "models", spec, make, device=self.device)
+        with timing.phase("store"):
+            entry = distributed.fetch_once(self.store, "models", spec, make, device=self.device)
         net = build()
         net.load_state_dict(entry.payload)
         net.eval()

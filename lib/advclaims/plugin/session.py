@@ -24,6 +24,7 @@ from advclaims.checkpoints.pipeline import Pipeline
 from advclaims.checkpoints.store import Store
 from advclaims.plugin import preflight, reporting
 from advclaims.plugin.options import Settings, read_settings
+from advclaims import timing
 from advclaims.plugin.stash import CHECKED, DECLARED, RECORD, SEED_PART, SESSION, STARTED, USED_FROM
 from advclaims.verdict import expected as expected_mod
 from advclaims.verdict import pooling, records
@@ -107,6 +108,7 @@ class ReproSession:
 
     def started(self, item) -> None:
         item.stash[STARTED] = time.perf_counter()
+        timing.reset()
         item.stash[USED_FROM] = len(self._pipeline.used) if self._pipeline is not None else 0
 
     def models_used(self, item) -> tuple[dict, ...]:
@@ -155,6 +157,7 @@ class ReproSession:
         kept as this seed's part, and decided at the end when every seed's part is in."""
         item.stash[CHECKED] = True
         wall = time.perf_counter() - item.stash.get(STARTED, time.perf_counter())
+        profile = timing.profile(wall)
         seed = self.seed_of(item)
         if seed is not None:
             instance = self.instance(item, seeds=(seed,))
@@ -163,12 +166,12 @@ class ReproSession:
             self.publish(item, None, SEED_PART, {
                 "instance": instance.nodeid, "seed": seed, "claim": instance.spec.id, "dataset": instance.dataset,
                 "variant": instance.variant, "others": list(instance.others), "models": list(instance.models),
-                "wall_seconds": wall, "figures": figures, "figure_errors": errors,
+                "wall_seconds": wall, "profile": profile, "figures": figures, "figure_errors": errors,
                 "declared": sorted(instance.declared) if instance.declared is not None else None,
                 "measurement": measurement.to_payload()})
             return
         instance = self.instance(item, seeds=self.seeds if self._runs_per_seed(item) else self.seeds[:1])
-        record = records.measured(instance, measurement, wall_seconds=wall)
+        record = records.measured(instance, measurement, wall_seconds=wall, profile=profile)
         if self.settings.preflight:
             return  # every step up to the verdict runs; the verdict is not shown
         record.figures, record.figure_errors = reporting.draw(instance, measurement, self.settings.report_dir)
@@ -262,7 +265,8 @@ class ReproSession:
                 record = records.unmeasured(instance, "; ".join(unmeasurable), wall_seconds=wall)
             else:
                 pooled = pooling.pool([Measurement.from_payload(parts[s]["measurement"]) for s in seeds], seeds)
-                record = records.measured(instance, pooled, wall_seconds=wall)
+                record = records.measured(instance, pooled, wall_seconds=wall,
+                                          profile=timing.add([parts[s].get("profile", {}) for s in seeds]))
                 record.figures, record.figure_errors = first["figures"], first["figure_errors"]
             missing = sorted(set(self.seeds) - set(seeds))
             if missing:

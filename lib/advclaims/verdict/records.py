@@ -116,6 +116,7 @@ class ClaimRecord:
     proxy: dict | None = None
     models: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
+    profile: dict = field(default_factory=dict)  # seconds per phase of wall_seconds (advclaims.timing)
     unmeasurable: str | None = None
     error: str | None = None
     crashed: bool = False
@@ -146,7 +147,7 @@ class ClaimRecord:
 # -- building ------------------------------------------------------------------------------------------------------
 
 
-def measured(instance: Instance, m: Measurement, *, wall_seconds: float = 0.0) -> ClaimRecord:
+def measured(instance: Instance, m: Measurement, *, wall_seconds: float = 0.0, profile: dict | None = None) -> ClaimRecord:
     """The record of a measured instance: every check at the budget's deciding scope, the claim's verdict, the
     paper's figures beside ours, the sensitivity over declared protocol parameters, and the outcome."""
     spec = instance.spec
@@ -164,7 +165,7 @@ def measured(instance: Instance, m: Measurement, *, wall_seconds: float = 0.0) -
     sensitivity, depends = _sensitivity(spec, m, checks, scope)
     return _record(instance, n=m.n, verdict=_combined(checks), checks=checks, values=_values(spec, m),
                    tables=m.tables, tests=[{"name": k, **vars(t)} for k, t in m.tests.items()], notes=list(m.notes),
-                   depends_on=depends, sensitivity=sensitivity, wall_seconds=wall_seconds,
+                   depends_on=depends, sensitivity=sensitivity, wall_seconds=wall_seconds, profile=profile or {},
                    scope=_scope_fields(instance, got, n_deciding))
 
 

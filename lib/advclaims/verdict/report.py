@@ -119,8 +119,40 @@ def build(records: list[dict], *, budget: str, argv: list[str], machine: dict | 
         "summary": summary(records),
         "determinism": determinism or {},
         "models": models_table(records),
+        "profile": profile_totals(records),
         "claims": records,
     }
+
+
+_PHASES = ("training", "attacks", "store", "analysis", "bootstrap")  # advclaims.timing.PHASES (no import: a layer)
+
+
+def profile_totals(records: list[dict]) -> dict:
+    """Seconds per phase over every instance of the run (each instance's training is the training it was the first
+    to need), their instance-seconds and bootstrap resamples."""
+    profiled = [r for r in records if r.get("profile")]
+    out = {p: round(sum(r["profile"].get(p, 0.0) for r in profiled), 1) for p in _PHASES}
+    out["instance_seconds"] = round(sum(r.get("wall_seconds", 0.0) for r in records), 1)
+    out["bootstrap_resamples"] = sum(r["profile"].get("counts", {}).get("bootstrap_resamples", 0) for r in profiled)
+    return out
+
+
+def _profile_lines(report: dict) -> list[str]:
+    rows = sorted((r for r in report["claims"] if r.get("profile")), key=lambda r: -r.get("wall_seconds", 0.0))
+    if not rows:
+        return []
+    total = report.get("profile") or profile_totals(report["claims"])
+    lines = ["", "## Where the time went", "",
+             "Seconds per instance, by phase (advclaims.timing): *training* the models it was the first to need, "
+             "*attacks* the adversarial sets it made (or attacks it ran), *store* loading and saving, *bootstrap* "
+             "its intervals, *analysis* the rest.", "",
+             "| claim | instance | wall | " + " | ".join(_PHASES) + " |", "|---|---|---|" + "---|" * len(_PHASES)]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r.get('variant', r['dataset'])} | {r['wall_seconds']:.1f} | "
+                     + " | ".join(f"{r['profile'].get(p, 0.0):.1f}" for p in _PHASES) + " |")
+    lines.append(f"| all | {len(rows)} instances | {total['instance_seconds']:.1f} | "
+                 + " | ".join(f"{total[p]:.1f}" for p in _PHASES) + " |")
+    return lines
 
 
 def reference_text(ref: dict) -> str:
@@ -275,6 +307,7 @@ def markdown(report: dict) -> str:
             f"{r['outcome']} |"
         )
     lines += _model_lines(report.get("models", []))
+    lines += _profile_lines(report)
     for r in report["claims"]:
         lines += ["", f"## {r['claim']} on {r.get('variant', r['dataset'])}: {r['title']}", "",
                   f"Source: {r['source']}. Verdict: **{r['verdict']}** (expected: {r['expected']}"

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from advclaims import timing
 from advclaims.verdict.estimate import (CONFIDENCE, IMAGES, MODELS, RECIPE, Estimate, TestResult,
                                         Unmeasurable, Verdict)
 from advclaims.verdict.trends import pool_trends, trend  # noqa: F401  (stats.trend: a trend over models)
@@ -50,13 +51,20 @@ def _as_arrays(samples) -> list[np.ndarray]:
 def bootstrap(statistic: Callable[..., float], *samples, paired: bool = True, confidence: float = CONFIDENCE,
               n_resamples: int = N_RESAMPLES, seed: int = 0, method: str = "BCa",
               bounds: tuple[float, float] | None = None) -> Estimate:
-    """Point value and bootstrap interval of ``statistic(*samples)``.
+    """Point value and bootstrap interval of ``statistic(*samples)`` (its seconds count as the instance's
+    bootstrap phase, advclaims.timing; each call adds its resamples to the "bootstrap_resamples" counter).
 
     ``paired=True`` resamples the same indices in every sample (measurements on the same images). The estimate
     records its resampling (sizes, generator seed, resamples, paired): two bootstraps with the same one drew the
     same image resamples, replicate by replicate, which ``pool`` uses. Degenerate data (every resample gives the
     same value) yields a zero-width interval flagged uninformative.
     """
+    timing.count("bootstrap_resamples", int(n_resamples))
+    with timing.phase("bootstrap"):
+        return _bootstrap(statistic, samples, paired, confidence, n_resamples, seed, method, bounds)
+
+
+def _bootstrap(statistic, samples, paired, confidence, n_resamples, seed, method, bounds) -> Estimate:
     arrays = _as_arrays(samples)
     if paired and len({len(a) for a in arrays}) != 1:
         raise ValueError("paired samples must have the same length")
