@@ -52,3 +52,29 @@ def claim_project(pytester):
             pytester.makepyfile(**{name: textwrap.dedent(source)})
         return pytester
     return make
+
+
+@pytest.fixture(scope="session", name="suite_models_into")
+def suite_models_into_fixture():
+    return suite_models_into
+
+
+def suite_models_into(store, wanted) -> None:
+    """Copy the suite's own Fashion-MNIST smoke models ``wanted`` ((role, seed) pairs) into a test's own ``store``.
+    Each is taken from the shared store, trained there first if it is not yet (under the store's per-key lock, so a
+    model the claims or another test module is training in parallel is waited for, never trained twice): these are
+    exactly the checkpoints `pytest claims -m fashion_mnist` trains, so the shared store holds nothing a claims run
+    would not put there. The test then imports, measures and attacks only in its own store."""
+    import shutil
+
+    from advclaims.checkpoints.keys import key_of
+    from advclaims.checkpoints.pipeline import Pipeline
+    from advclaims.checkpoints.store import Store
+
+    shared = Pipeline(budget="smoke", store=Store(), progress=False)
+    (store.root / "models").mkdir(parents=True, exist_ok=True)
+    for role, seed in wanted:
+        shared.model(role, "fashion_mnist", seed=seed)
+        key = key_of(shared.model_spec(role, "fashion_mnist", seed=seed))
+        for suffix in (".pt", ".json"):
+            shutil.copy2(shared.store.root / "models" / f"{key}{suffix}", store.root / "models" / f"{key}{suffix}")

@@ -1,8 +1,8 @@
 """Every (paper x dataset) pair the suite offers runs end to end on format-true data, before a GPU meets it.
 
 A session fixture writes Fashion-MNIST content in the exact on-disk layouts of MNIST, CIFAR-10, CIFAR-100, SVHN
-and Tiny-ImageNet (advclaims.data.proxy), and the test runs one claim instance of every pair in a pytest subprocess
-at the smoke budget and one seed (the paths, not the statistics, are under test), as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
+and Tiny-ImageNet (advclaims.data.proxy), and the test runs one claim instance of every pair, one pytest subprocess
+per dataset, at the smoke budget and one seed (the paths, not the statistics, are under test), as a user would: ``pytest claims ... --repro-data-root <proxies>``. Each instance must
 yield a verdict and a report entry; a proxy's verdict is not held against expected/ (outcome "proxy data").
 ImageNet is written and read back too, though no claim offers it.
 """
@@ -92,26 +92,38 @@ def test_proxies_are_read_back_in_their_real_layouts(proxies, name):
     assert data.proxy_marker(name, proxies)["proxy_of"] == name
 
 
+def _datasets() -> list[str]:
+    return sorted({dataset for _, dataset in PAIRS})
+
+
 @pytest.mark.slow
-def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(proxies, tmp_path):
+@pytest.mark.parametrize("dataset", _datasets())
+def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(dataset, tmp_path):
+    """One dataset's pairs in one pytest subprocess (they share its models through its own store); the datasets are
+    separate tests, so that pytest-xdist spreads them over the workers."""
+    pairs = {pair: cid for pair, cid in PAIRS.items() if pair[1] == dataset}
+    root = tmp_path / "proxies"
+    proxy.write(dataset, root, train=SIZES[dataset][0], test=SIZES[dataset][1])
     tests = claim_tests()
     ids = []
-    for (paper, dataset), cid in sorted(PAIRS.items()):
+    for (paper, _), cid in sorted(pairs.items()):
         module, function = tests[cid]
         variant = f"{dataset}-vgg16" if paper == "info_bottleneck" else dataset
         ids.append(f"claims/{module}::{function}[{variant}]")
     report = tmp_path / "report"
     env = {**os.environ, "ADVCLAIMS_CACHE": str(tmp_path / "store")}
-    result = subprocess.run([sys.executable, "-m", "pytest", *ids, "-p", "no:cacheprovider", "--repro-budget=smoke", "--repro-seeds=1",
-                             f"--repro-data-root={proxies}", f"--repro-report={report}", "--repro-quiet", "-q",
-                             "-n", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run([sys.executable, "-m", "pytest", *ids, "-p", "no:cacheprovider", "--repro-budget=smoke",
+                             "--repro-seeds=1", f"--repro-data-root={root}", f"--repro-report={report}",
+                             "--repro-quiet", "-q", "-n", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=3600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     records = json.loads((report / "report.json").read_text())["claims"]
     got = {(r["paper"], r["dataset"]): r for r in records}
-    assert set(got) == set(PAIRS)
+    assert set(got) == set(pairs)
     for pair, r in got.items():
-        assert r["claim"] == PAIRS[pair]
+        assert r["claim"] == pairs[pair]
         assert r["outcome"] == "proxy data" and r["error"] is None and r["checks"], (pair, r.get("error"))
-        assert r["proxy"]["proxy_of"] == pair[1]
+        assert r["proxy"]["proxy_of"] == dataset
+        assert r["profile"] and r["wall_seconds"] > 0  # each instance's time, by phase (advclaims.timing)
     text = (report / "report.md").read_text()
-    assert all(f"| {cid} | " in text for cid in PAIRS.values())
+    assert all(f"| {cid} | " in text for cid in pairs.values())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from advclaims.checkpoints import external
 from advclaims.checkpoints import health
 from advclaims.cli import main as cli
 from advclaims.checkpoints.pipeline import Pipeline
-from advclaims.checkpoints.store import Store, key_of
+from advclaims.checkpoints.store import Store
 from advclaims.verdict import expected
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,21 +171,14 @@ def test_bad_specs_are_refused():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, suite_models_into):
     """The ADV and STD ResNet-18 the claims train on Fashion-MNIST at smoke (seed 0), exported as plain state
-    dicts, and the store they live in: this module's own (its tests import, measure and attack there, never in
-    the shared store), the two models copied in from the shared store when it has them (read, never written),
-    else trained here."""
+    dicts, and the store they live in: this module's own (its tests import, measure and attack there), the two models
+    copied in from the shared store (trained there first if missing, each once: conftest.suite_models_into)."""
     _fashion_mnist_or_skip()
     store = Store(tmp_path_factory.mktemp("store"))
     pipe = Pipeline(budget="smoke", store=store, progress=False)
-    shared = Store().root / "models"
-    (store.root / "models").mkdir(parents=True, exist_ok=True)
-    for role in ("adv", "std"):
-        key = key_of(pipe.model_spec(role, "fashion_mnist", seed=0))
-        if (shared / f"{key}.pt").is_file() and (shared / f"{key}.json").is_file():
-            for suffix in (".pt", ".json"):
-                shutil.copy2(shared / f"{key}{suffix}", store.root / "models" / f"{key}{suffix}")
+    suite_models_into(store, [("adv", 0), ("std", 0)])
     folder = tmp_path_factory.mktemp("exported")
     paths = {}
     for role in ("adv", "std"):

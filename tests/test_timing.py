@@ -84,3 +84,42 @@ def test_seeds_add_and_the_report_shows_where_the_time_went():
     lines = report_mod._profile_lines({"claims": records, "profile": totals})
     assert "## Where the time went" in lines
     assert any(line.startswith("| LP-7 | fashion_mnist | 6.8 | 1.0 | 2.0 | 0.5 | 3.0 |") for line in lines)
+
+
+def test_instances_run_longest_first_by_the_measured_durations(tmp_path):
+    from advclaims.cli import main as cli
+    from advclaims.verdict import durations
+
+    report = {"budget": "smoke", "claims": [{"nodeid": "a", "wall_seconds": 5.0}, {"nodeid": "b", "wall_seconds": 50.0},
+                                            {"nodeid": "c", "wall_seconds": 20.0}]}
+    path = tmp_path / "report.json"
+    path.write_text(__import__("json").dumps(report))
+    into = tmp_path / "durations.json"
+    assert cli(["durations", str(path), "--into", str(into)]) == 0
+    seconds = durations.load(into, "paper")  # no paper times: the smoke budget's order stands in
+    assert seconds == {"a": 5.0, "b": 50.0, "c": 20.0}
+    # unknown "d" counts as the median (20 s) and keeps its place among equals
+    assert durations.longest_first(["a", "b", "c", "d"], seconds) == [1, 2, 3, 0]
+    assert durations.load(tmp_path / "missing.json", "smoke") == {}
+    assert cli(["durations", str(tmp_path / "missing.json"), "--into", str(into)]) == 2
+
+
+def test_the_claims_collect_longest_first_then_slow_tests(pytester_claims_order):
+    first, seconds = pytester_claims_order
+    assert first == max(seconds, key=seconds.get)
+
+
+@pytest.fixture
+def pytester_claims_order():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    seconds = json.loads((root / "claims" / "durations.json").read_text())["smoke"]
+    out = subprocess.run([sys.executable, "-m", "pytest", "claims", "-m", "fashion_mnist", "--collect-only", "-q",
+                          "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True)
+    ids = [line for line in out.stdout.splitlines() if line.startswith("claims/")]
+    assert ids, out.stdout + out.stderr
+    return ids[0], {k: v for k, v in seconds.items() if k.startswith("claims/") and "fashion_mnist" in k}

@@ -187,7 +187,11 @@ _WRN_ON_CPU = ("WRN-28-10 at the smoke budget on a CPU: its adversarial training
 
 BUDGETS = {
     "smoke": Budget("smoke", train_subset=6000, test_n=500, widths=_SMOKE_WIDTH, eval_batch=500, seeds=(0,),
-                    health_floor=0.1, curvature=CurvatureSizes(boundary_points=10, svd_images=1000, confined_images=100),
+                    health_floor=0.1,
+                    # lanczos_k 32, not 128: on CIFAR's D = 3,072 (block Lanczos; D <= 1,024 is decomposed densely and
+                    # does not read it) k = 128 took 36 s a class on 2 cores, 6 of CV-4's 7 minutes on the CIFAR-10
+                    # proxy and most of an hour for CIFAR-100's 100 classes (docs/performance.md)
+                    curvature=CurvatureSizes(boundary_points=10, svd_images=1000, confined_images=100, lanczos_k=32),
                     # the sweep's four ADV models on half the training subset (all four alike, so its 5e-4 member is
                     # not the regular ADV model here): three extra full-size ADV models would not fit CI on 2 cores
                     sweep_train_images=3000, cpu_skips={"wrn28_10": _WRN_ON_CPU}),

@@ -163,6 +163,21 @@ def _compare(args) -> int:
     return 1 if args.fail_on_flip and any(c["kind"] == "verdict flipped" for c in changes) else 0
 
 
+def _durations(args) -> int:
+    from advclaims.verdict import durations as durations_mod
+
+    try:
+        report = json.loads(Path(args.report).read_text())
+        if not report.get("budget") or not report.get("claims"):
+            raise ValueError("no budget or no claims in it")
+    except (OSError, ValueError) as err:
+        print(f"advclaims durations: cannot read a report from {args.report}: {err}", file=sys.stderr)
+        return 2
+    path = durations_mod.write(args.into, report)
+    print(f"{len(report['claims'])} instance times of the {report['budget']} budget written to {path}")
+    return 0
+
+
 # argument types: a bad value is argparse's one-line usage error (exit 2), never a traceback later
 
 
@@ -285,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("new")
     c.add_argument("--fail-on-flip", action="store_true", help="exit 1 when a verdict flipped")
     c.set_defaults(run=_compare)
+    t2 = sub.add_parser("durations", help="keep a run's instance times (report.json) in claims/durations.json, which "
+                                         "orders claim instances longest first in the next parallel run")
+    t2.add_argument("report", help="a report.json of a run (--repro-report DIR writes DIR/report.json)")
+    t2.add_argument("--into", default=str(Path("claims") / "durations.json"),
+                    help="the durations file (default claims/durations.json)")
+    t2.set_defaults(run=_durations)
     m = sub.add_parser("models", help="every model a pytest selection trains (roles, seeds, sweep members), one "
                                       "`advclaims train` line each: train them in parallel before the claims run")
     m.add_argument("--json", action="store_true", help="the list as JSON")

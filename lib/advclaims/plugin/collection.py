@@ -13,6 +13,7 @@ import torch
 from advclaims import budgets as budgets_mod
 from advclaims import data as data_mod
 from advclaims.plugin.stash import DECLARED, session_of
+from advclaims.verdict import durations as durations_mod
 from advclaims.verdict import expected as expected_mod
 from advclaims.verdict.measurement import declarations, unknown_names
 
@@ -115,3 +116,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none is available here"))
     if problems:
         raise pytest.UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    longest_claims_first(config, items)  # deselection later (-m, -k) keeps this order
+
+
+def longest_claims_first(config, items) -> None:
+    """Claim instances first, longest first by ``claims/durations.json`` (advclaims.verdict.durations), then the tests
+    marked slow, then the rest, each in their order: a parallel run does not end on one long item, and the models the
+    claims train are in the store before the tests that copy them ask."""
+    claims = [item for item in items if item.get_closest_marker("claim") is not None]
+    if not claims:
+        return
+    session = session_of(config)
+    seconds = durations_mod.load(config.rootpath / "claims" / durations_mod.FILE, session.budget.name)
+    ids = [instance_id_of(item) for item in claims]
+    ordered = [claims[k] for k in durations_mod.longest_first(ids, seconds)]
+    others = [item for item in items if item.get_closest_marker("claim") is None]
+    slow = [item for item in others if item.get_closest_marker("slow") is not None]
+    items[:] = ordered + slow + [item for item in others if item.get_closest_marker("slow") is None]
+
+
+def instance_id_of(item) -> str:
+    """The instance id of a claim item (its node id without the seed's part), as reports and durations.json key it."""
+    from advclaims.plugin.session import instance_id
+
+    callspec = getattr(item, "callspec", None)
+    return instance_id(item.nodeid, callspec.params.get("repro_seed") if callspec is not None else None)
