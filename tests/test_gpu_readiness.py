@@ -22,12 +22,16 @@ from advclaims.checkpoints.store import Store, key_of
 def _restore_backends():
     """resolve() on "cuda" sets process-wide flags: put them back for the tests after."""
     saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    precision = accel.tf32_settings()
+    recorded = accel.fp32_precision_set()
     yield
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
-    torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved[2:4]
-    torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
+    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+    for name, backend in accel._fp32_precision_backends().items():  # the cuDNN parent first, as set_tf32 does
+        backend.fp32_precision = precision[name]
+    accel._FP32_PRECISION_SET.clear()
+    accel._FP32_PRECISION_SET.update(recorded)
 
 
 # -- 1. resume: loaded on the CPU whatever the training device ------------------------------------------------
@@ -86,7 +90,7 @@ def test_model_keys_differ_by_compile_deterministic_and_tf32(tmp_path, settings,
 
 def test_cuda_fp32_is_full_precision_unless_tf32_is_asked_for(tmp_path):
     acc = accel.resolve("cuda", "fp32", False)
-    assert not acc.tf32 and accel.tf32_settings() == {"cudnn_conv": "ieee", "cuda_matmul": "ieee"}
+    assert not acc.tf32 and accel.tf32_settings() == dict.fromkeys(accel.FP32_PRECISION_FLAGS, "ieee")
     assert "tf32" not in _pipe(tmp_path, "cuda").model_spec("std", "fashion_mnist")
     acc = accel.resolve("cuda", "fp32", False, tf32=True)
     assert acc.tf32 and accel.tf32_settings()["cudnn_conv"] == "tf32"
@@ -201,7 +205,7 @@ def test_advclaims_models_lists_the_sweep_and_every_seed(capsys):
 
 # -- 2b. LP-4's extension of a set: keyed and attacked as Pipeline.adversarial, labelled truthfully -----------------
 
-def _lenet_model() -> "TrainedModel":
+def _lenet_model():
     from advclaims import models
     from advclaims.checkpoints.artifacts import TrainedModel
 
@@ -273,3 +277,122 @@ def test_a_pinned_worker_makes_its_gpu_the_current_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: current.append(str(dev)))
     assert str(options.worker_device(torch.device("cuda"), "gw1")) == "cuda:1" and current == ["cuda:1"]
     assert str(options.worker_device(torch.device("cpu"), "gw1")) == "cpu" and current == ["cuda:1"]  # CPU: nothing
+
+
+# -- 3b. full fp32 through the new fp32_precision API only, for every op that has the choice, and recorded ----------
+
+def test_full_fp32_is_set_for_convolutions_rnns_and_matmuls_through_the_new_api_and_recorded():
+    from advclaims.verdict import report
+
+    full = dict.fromkeys(("cudnn", "cudnn_conv", "cudnn_rnn", "cuda_matmul"), "ieee")
+    assert accel.set_tf32(False) == full == accel.tf32_settings() == accel.fp32_precision_set()
+    d = accel.determinism(accel.resolve("cuda", "fp32", False), threads=1)   # resolve sets it, the report shows it
+    assert d["fp32_precision"] == full
+    assert "  - fp32 precision (CUDA): cudnn ieee, cudnn_conv ieee, cudnn_rnn ieee, cuda_matmul ieee" in \
+        report._determinism_lines(d)
+    assert accel.set_tf32(True) == dict.fromkeys(full, "tf32") == accel.tf32_settings()
+    assert "fp32_precision" not in accel.determinism(accel.resolve("cpu"), threads=1)  # the CPU has no TF32
+
+
+def test_no_code_of_the_suite_reads_or_writes_the_legacy_tf32_flags():
+    """torch refuses to read cudnn.allow_tf32 once the new API has set a precision (mixing the two raises), so the
+    library and the GPU scripts use fp32_precision alone."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    legacy = ("allow_tf32", "set_float32_matmul_precision", "get_float32_matmul_precision")
+    files = [*root.joinpath("lib", "advclaims").rglob("*.py"), *root.joinpath("scripts").glob("*")]
+    offending = [f"{f.relative_to(root)}: {name}" for f in files if f.is_file()
+                 for name in legacy if name in f.read_text(errors="replace")]
+    assert offending == []
+
+
+# -- 2c. the report's list of non-deterministic CUDA operations, checked against torch's own list -------------------
+
+# library calls torch.use_deterministic_algorithms names, with the name it uses there; the suite's list must carry
+# each one unless exempted here with the reason it is deterministic where the suite calls it
+_TORCH_LISTED_CALLS = {".gather(": "torch.gather", ".index_add_(": "torch.index_add",
+                       "interpolate(": "torch.nn.functional.interpolate", ".scatter_add_(": "torch.Tensor.scatter_add_",
+                       ".index_select(": "torch.index_select", "repeat_interleave(": "torch.repeat_interleave",
+                       ".cumsum(": "torch.cumsum", ".index_copy": "torch.Tensor.index_copy", ".put_(": "torch.Tensor.put_",
+                       "histc(": "torch.histc", "grid_sample(": "torch.nn.functional.grid_sample",
+                       "nn.Embedding": "torch.nn.Embedding", "scatter_reduce": "torch.Tensor.scatter_reduce"}
+_DETERMINISTIC_WHERE_USED = {
+    ("analysis/high_frequency/expectations.py", ".scatter_add_("): "into CPU tensors (torch.zeros without a device)",
+    ("analysis/curvature/operator.py", "repeat_interleave("): "class indices, never differentiated",
+    ("data/proxy.py", "interpolate("): "bilinear resizing of proxy images, never differentiated",
+    ("data/readers.py", "interpolate("): "torchvision resize of ImageNet files on the CPU",
+}
+
+
+def test_the_nondeterministic_list_names_what_torch_lists_and_the_suite_calls_and_nothing_deterministic():
+    from pathlib import Path
+
+    doc = torch.use_deterministic_algorithms.__doc__
+    made_deterministic, without_kernel = " ".join(doc.split()).split("normally-nondeterministic operations will throw", 1)
+    listed = accel.CUDA_NONDETERMINISTIC + accel.CUDA_NO_DETERMINISTIC_KERNEL
+    for entry in listed:
+        name = entry.split(" ")[0]
+        if name.startswith("torch."):
+            assert name in doc, f"{name}: not in torch.use_deterministic_algorithms' lists"
+    assert all(e.split(" ")[0] in without_kernel for e in accel.CUDA_NO_DETERMINISTIC_KERNEL)
+    assert "bicubic" in without_kernel.split("interpolate", 1)[1][:300]
+    # the 2-D pools the models use are not on torch's lists (only the 3-D ones are): deterministic, not listed
+    assert "torch.nn.MaxPool2d`" not in doc and "torch.nn.AvgPool2d`" not in doc
+    assert not any(word in e.lower() for e in listed for word in ("max_pool", "maxpool", "avg_pool", "adaptive"))
+    lib = Path(accel.__file__).parent
+    missing = []
+    for path in lib.rglob("*.py"):
+        text, rel = path.read_text(), str(path.relative_to(lib))
+        for call, name in _TORCH_LISTED_CALLS.items():
+            if call in text and (rel, call) not in _DETERMINISTIC_WHERE_USED and rel != "accel.py":
+                if not any(e.startswith(name + " ") for e in listed):
+                    missing.append(f"{rel} calls {call} ({name}) but the report's list does not name it")
+    assert missing == []
+    assert "torch.nn.Conv2d" in made_deterministic and any(e.startswith("torch.nn.Conv2d ") for e in listed)
+
+
+# -- 4b. torch.compile counters: every worker's, summed into the report's accel lines -------------------------------
+
+def test_the_report_shows_the_runs_compile_counters_summed_over_the_xdist_workers(monkeypatch):
+    from types import SimpleNamespace
+
+    from advclaims.plugin import hooks
+    from advclaims.verdict import report
+
+    monkeypatch.setattr(accel, "_WORKER_COMPILE", {})
+    monkeypatch.setattr(accel, "compile_counters", lambda: {})        # the controller compiles nothing itself
+    counts = {"frames_ok": 2, "frames_total": 2, "unique_graphs": 2, "graph_breaks": 0, "compiled_forwards": 1,
+              "eager_fallbacks": 0, "recompiles": 1}
+    for worker, sent in (("gw0", {**counts, "recompiles": 0}), ("gw0", counts),   # cumulative: the latest replaces
+                         ("gw1", {**counts, "eager_fallbacks": 1, "recompiles": 0})):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setattr(hooks.accel_mod, "compile_counters", lambda sent=sent: sent)
+        rep = SimpleNamespace(user_properties=[])
+        hooks._send_compile_counters(rep)                              # the worker's side
+        monkeypatch.delenv("PYTEST_XDIST_WORKER")
+        monkeypatch.setattr(hooks.accel_mod, "compile_counters", lambda: {})
+        hooks.pytest_runtest_logreport(rep)                            # the controller's side
+    d = accel.determinism(accel.Accel(torch.device("cuda"), compile=True), threads=1)
+    assert d["compile"] == {"frames_ok": 4, "frames_total": 4, "unique_graphs": 4, "graph_breaks": 0,
+                            "compiled_forwards": 2, "eager_fallbacks": 1, "recompiles": 1, "processes": 2}
+    assert ("  - torch.compile: 4 frames compiled in 2 process(es), recompiles 1, graph breaks 0, eager fallbacks 1"
+            in report._determinism_lines(d))
+    monkeypatch.setattr(accel, "_WORKER_COMPILE", {})
+    assert "compile" not in accel.determinism(accel.Accel(torch.device("cpu")), threads=1)  # eager: no line
+
+
+def test_a_real_recompile_is_counted_in_the_determinism_dict(monkeypatch):
+    import functools
+
+    monkeypatch.setattr(accel, "_WORKER_COMPILE", {})
+    monkeypatch.setattr(accel.torch, "compile", functools.partial(torch.compile, backend="eager"))  # no C compiler
+    torch._dynamo.reset()
+    before = accel.compile_counters()
+    net = accel.CompiledForward(torch.nn.Linear(3, 2))
+    net(torch.rand(4, 3))
+    net(torch.rand(5, 3))                                              # another batch size: a second graph
+    since = accel.compile_since(before)
+    assert since["compiled_forwards"] == 1 and since["recompiles"] == 1
+    d = accel.determinism(accel.Accel(torch.device("cpu"), compile=True), threads=1)
+    assert d["compile"]["recompiles"] >= 1 and d["compile"]["processes"] == 1

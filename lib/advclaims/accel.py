@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -64,17 +65,40 @@ class Accel:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
 
-def set_tf32(enabled: bool) -> None:
-    """TF32 for CUDA fp32 convolutions and matmuls on (``enabled``) or off (full IEEE fp32); process-wide."""
+# The fp32 precision flags this suite sets, new API only (torch >= 2.9): once any of them is set, torch refuses to read
+# the legacy allow-TF32 booleans of cuDNN and cuBLAS (a RuntimeError about mixing the two APIs, also from
+# torch.backends.cudnn.flags()), so nothing here ever reads or writes those (tests/test_gpu_readiness.py checks). The cuDNN parent comes
+# first: setting it also resets the leaves; inductor's Triton convolution templates read the parent.
+FP32_PRECISION_FLAGS = ("cudnn", "cudnn_conv", "cudnn_rnn", "cuda_matmul")
+_FP32_PRECISION_SET: dict = {}  # what set_tf32 last set in this process (empty: never set; torch's defaults hold)
+
+
+def _fp32_precision_backends() -> dict:
+    b = torch.backends
+    return {"cudnn": b.cudnn, "cudnn_conv": b.cudnn.conv, "cudnn_rnn": b.cudnn.rnn, "cuda_matmul": b.cuda.matmul}
+
+
+def set_tf32(enabled: bool) -> dict:
+    """TF32 for every CUDA fp32 operation that has the choice (cuDNN convolutions and RNNs, cuBLAS matmuls) on
+    (``enabled``) or off (full IEEE fp32), process-wide, through ``fp32_precision`` alone. Returns what it set (also
+    kept: ``fp32_precision_set()``)."""
     mode = "tf32" if enabled else "ieee"
-    torch.backends.cudnn.conv.fp32_precision = mode
-    torch.backends.cuda.matmul.fp32_precision = mode
+    for backend in _fp32_precision_backends().values():  # the cuDNN parent first: it resets the leaves
+        backend.fp32_precision = mode
+    _FP32_PRECISION_SET.clear()
+    _FP32_PRECISION_SET.update(dict.fromkeys(FP32_PRECISION_FLAGS, mode))
+    return fp32_precision_set()
+
+
+def fp32_precision_set() -> dict:
+    """The fp32 precisions set_tf32 last set in this process ({} when it never ran: torch's defaults hold)."""
+    return dict(_FP32_PRECISION_SET)
 
 
 def tf32_settings() -> dict:
-    """What torch will do with CUDA fp32 convolutions and matmuls now (for the report and gpu_check)."""
-    return {"cudnn_conv": torch.backends.cudnn.conv.fp32_precision,
-            "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+    """What torch will do with CUDA fp32 convolutions, RNNs and matmuls now (for the report and gpu_check): the
+    ``fp32_precision`` flags, read through the new API only."""
+    return {name: backend.fp32_precision for name, backend in _fp32_precision_backends().items()}
 
 
 def key_fields(accel: "Accel", world: int = 1, unsynced_batchnorm: bool = False) -> dict:
@@ -154,6 +178,8 @@ def no_autotune():
 def compile_counters() -> dict:
     """torch.compile's counters in this process: frames compiled, graphs, graph breaks, and recompilations (frames
     compiled beyond one per CompiledForward called: exact without graph breaks), plus eager fallbacks."""
+    if "torch._dynamo" not in sys.modules:  # never imported in this process: nothing compiled (and no import cost)
+        return {}
     try:
         from torch._dynamo.utils import counters
     except Exception:  # no dynamo on this build
@@ -181,28 +207,46 @@ def compile_since(before: dict) -> dict:
 _COMPILE_STATE = {"called": 0, "failed": 0}  # CompiledForwards of this process: called once or more; fell back
 
 
-# CUDA kernels this suite uses whose results can differ between identical runs (PyTorch's reproducibility notes and
-# torch.use_deterministic_algorithms' list): atomics in backward passes, and run-time choices of algorithm. Not in it:
-# the global average pools (adaptive_avg_pool2d to 1x1 is a mean), 2x2 stride-2 max-pool backward (no overlapping
-# windows), data augmentation (never differentiated).
+# CUDA operations this suite runs whose results can differ between identical runs, each with where it runs. Sources:
+# torch.use_deterministic_algorithms' docstring (its two lists: ops made deterministic by mode=True, and ops without a
+# deterministic kernel) and PyTorch's reproducibility notes (cuDNN algorithm choice, CUBLAS_WORKSPACE_CONFIG).
+# tests/test_accel.py checks every torch name here against the installed torch's docstring.
+# Deterministic here, so not listed: max_pool2d and avg_pool2d backward (torch lists only MaxPool3d/AvgPool3d; 2-D
+# pools' backward kernels gather per input element); adaptive_avg_pool2d to 1x1 (ATen computes it as a mean);
+# cross_entropy on (N, C) logits (torch flags only the 2-D-target nll_loss2d); advanced-indexing backward on CUDA
+# (index_put_ with accumulate=True sorts its indices; torch lists the CPU one); scatter_add_ in HF's class sums
+# (CPU tensors); data augmentation and bilinear proxy resizing (never differentiated).
 CUDA_NONDETERMINISTIC = (
-    "cuDNN convolution forward and backward: the algorithm cudnn.benchmark picks can change between runs, and "
-    "some backward (input and weight gradient) algorithms accumulate with atomics",
-    "advanced-indexing backward (index_put_ with accumulate) where attacks differentiate through per-image "
-    "selections: atomic adds",
-    "max_pool2d backward with overlapping windows (NiN's 3x3 stride-2 pools): atomic adds",
-    "bicubic/antialiased F.interpolate backward (CV-10's resampling defence): atomic adds",
-    "cuBLAS matmuls (bf16 and fp32): split-K reductions without CUBLAS_WORKSPACE_CONFIG",
+    "torch.nn.Conv2d (cuDNN convolutions, every model): the algorithm cudnn.benchmark picks can change between runs, "
+    "and some backward (input and weight gradient) algorithms accumulate with atomics",
+    "torch.gather backward (a scatter_add_ with atomics): margin and DeepFool losses, the curvature operator, "
+    "saliency; with one index per row, as here, each element gets a single add",
+    "torch.index_add (atomic float adds): HF-3's per-class feature sums (expectations.one_split_ratios)",
+    "torch.nn.functional.interpolate backward, bicubic and antialiased (CV-10's resampling defence): atomic adds",
+    "cuBLAS matmuls (linear layers, the curvature and subspace products): reductions can differ between runs unless "
+    "CUBLAS_WORKSPACE_CONFIG is set (:4096:8), as --repro-deterministic does",
 )
 # Without a deterministic CUDA kernel: these run with warn_only under --repro-deterministic (nondeterministic_allowed)
 CUDA_NO_DETERMINISTIC_KERNEL = (
-    "bicubic/antialiased F.interpolate backward (CV-10's resampling defence, DeepFool on the defended network): "
-    "no deterministic CUDA kernel exists; it runs with warn_only and can change the last bits between runs",
+    "torch.nn.functional.interpolate backward, bicubic and antialiased (CV-10's resampling defence, DeepFool on the "
+    "defended network): no deterministic CUDA kernel exists; it runs with warn_only and can change the last bits "
+    "between runs",
 )
 
 
 def determinism(accel: Accel, threads: int) -> dict:
-    """What the report says about repeatability on this run's device."""
+    """What the report says about repeatability on this run's device, with the fp32 precision set on CUDA and the
+    run's torch.compile counters (this process's and the xdist workers' ``note_worker_compile``) when it compiled."""
+    out = _determinism(accel, threads)
+    if accel.device.type == "cuda":
+        out["fp32_precision"] = fp32_precision_set() or tf32_settings()
+    compiled = run_compile_counters()
+    if accel.compile or any(compiled.get(k) for k in ("frames_total", "compiled_forwards", "eager_fallbacks")):
+        out["compile"] = compiled
+    return out
+
+
+def _determinism(accel: Accel, threads: int) -> dict:
     if accel.device.type != "cuda":
         return {"device": str(accel.device), "repeatable": True, "threads": threads, "nondeterministic": [],
                 "statement": f"CPU with {threads} thread(s): the same seeds give identical statistics "
@@ -218,6 +262,31 @@ def determinism(accel: Accel, threads: int) -> dict:
                          "identical runs. That noise is far below the seed-to-seed spread the intervals carry; to "
                          "confirm that no verdict depends on it, rerun with --repro-deterministic and "
                          "`advclaims compare OLD/report.json NEW/report.json --fail-on-flip`."}
+
+
+_WORKER_COMPILE: dict = {}  # xdist worker id -> its latest compile_counters() (cumulative in that worker)
+_SUMMED = ("frames_ok", "frames_total", "unique_graphs", "graph_breaks", "compiled_forwards", "eager_fallbacks",
+           "recompiles")
+
+
+def note_worker_compile(worker: str, counters: dict) -> None:
+    """The controller's side: a worker's compile_counters() as it sent them (cumulative: the latest replaces)."""
+    if counters:
+        _WORKER_COMPILE[worker] = dict(counters)
+
+
+def run_compile_counters() -> dict:
+    """The run's torch.compile counters: this process's plus every xdist worker's latest, summed (recompiles None
+    when any process had graph breaks, where frames beyond one per compiled forward are not recompiles), and the
+    number of processes they come from."""
+    parts = [c for c in (compile_counters(), *_WORKER_COMPILE.values()) if any(c.get(k) for k in _SUMMED)]
+    if not parts:
+        return {}
+    total = {k: sum(int(p.get(k) or 0) for p in parts) for k in _SUMMED}
+    if any(p.get("recompiles") is None for p in parts):
+        total["recompiles"] = None
+    total["processes"] = len(parts)
+    return total
 
 
 class CompiledForward(torch.nn.Module):

@@ -4,17 +4,20 @@ else, in setup or in its body, is an error row with the exception's one line; bo
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 
 import pytest
 
+from advclaims import accel as accel_mod
 from advclaims import data as data_mod
 from advclaims.attacks._common import NonFiniteLogits
 from advclaims.checkpoints import external as external_mod
 from advclaims.checkpoints.health import ModelUnhealthy
 from advclaims.checkpoints.training import TrainingDiverged
 from advclaims.plugin import reporting
-from advclaims.plugin.stash import CHECKED, RECORD, SEED_PART, session_of
+from advclaims.plugin.stash import CHECKED, COMPILE_COUNTERS, RECORD, SEED_PART, session_of
 from advclaims.verdict import records
 from advclaims.verdict.estimate import Unmeasurable
 
@@ -45,6 +48,8 @@ def pytest_runtest_call(item):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
+    if call.when == "teardown" and _is_claim(item):
+        _send_compile_counters(report)
     if not report.failed or call.excinfo is None or call.when not in ("setup", "call"):
         return report
     if call.excinfo.errisinstance(_USER_ERRORS):
@@ -113,3 +118,21 @@ def _unmeasurable_in_preflight(item, report, reason: str) -> None:
     item.stash[CHECKED] = True
     note(item, f"not measurable at preflight sizes: {reason}")
     _passed_or_skipped(item, report, reason)
+
+
+def _send_compile_counters(report) -> None:
+    """An xdist worker's torch.compile counters so far, on each claim instance's teardown report: the controller
+    keeps each worker's latest (``pytest_runtest_logreport``), and the report's accel lines sum them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    counters = accel_mod.compile_counters() if worker else {}
+    if counters:
+        report.user_properties.append((COMPILE_COUNTERS, json.dumps({"worker": worker, "counters": counters})))
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker's own reports: the controller reads them
+    for name, value in getattr(report, "user_properties", ()):
+        if name == COMPILE_COUNTERS:
+            sent = json.loads(value)
+            accel_mod.note_worker_compile(sent["worker"], sent["counters"])

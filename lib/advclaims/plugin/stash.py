@@ -19,6 +19,7 @@ DECLARED = pytest.StashKey[frozenset]()        # item.stash: the statistics its 
 RECORD = "advclaims-record"      # a claim instance's record (JSON)
 SEED_PART = "advclaims-seed"     # one training seed's Measurement of an instance run over several seeds
 PREFLIGHT_ROW = "advclaims-preflight"   # a preflight instance's row
+COMPILE_COUNTERS = "advclaims-compile"  # an xdist worker's torch.compile counters so far (the report's accel lines)
 
 
 def session_of(config) -> "ReproSession":

@@ -268,6 +268,17 @@ def _determinism_lines(d: dict) -> list[str]:
         return []
     lines = [f"- repeatability: {d['statement']}"]
     lines += [f"  - non-deterministic here: {op}" for op in d.get("nondeterministic", [])]
+    if d.get("fp32_precision"):
+        lines.append("  - fp32 precision (CUDA): " + ", ".join(f"{k} {v}" for k, v in d["fp32_precision"].items()))
+    if "compile" in d:
+        c = d["compile"]
+        if not c:
+            lines.append("  - torch.compile: on, nothing compiled")
+        else:
+            recompiles = "unknown (graph breaks)" if c.get("recompiles") is None else c["recompiles"]
+            lines.append(f"  - torch.compile: {c.get('frames_ok', 0)} frames compiled in {c.get('processes', 1)} "
+                         f"process(es), recompiles {recompiles}, graph breaks {c.get('graph_breaks', 0)}, eager "
+                         f"fallbacks {c.get('eager_fallbacks', 0)}")
     return lines
 
 
