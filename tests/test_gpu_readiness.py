@@ -396,3 +396,37 @@ def test_a_real_recompile_is_counted_in_the_determinism_dict(monkeypatch):
     assert since["compiled_forwards"] == 1 and since["recompiles"] == 1
     d = accel.determinism(accel.Accel(torch.device("cpu"), compile=True), threads=1)
     assert d["compile"]["recompiles"] >= 1 and d["compile"]["processes"] == 1
+
+
+# -- 1b. the preflight runs one full-size batch of every attack and analysis it caps ------------------------------
+
+@pytest.mark.parametrize("name", ["smoke", "fast", "paper"])
+def test_the_preflight_runs_a_full_batch_of_every_attack_and_analysis_it_caps(name):
+    import inspect
+
+    from advclaims import budgets, evaluation
+    from advclaims.analysis.curvature import directions, operator, setup as cv_setup
+
+    budget = budgets.get(name)
+    pre = budget.for_preflight()
+    own_n = budget.test_n or 10**9
+    batches = {"attacks": budget.eval_batch, "curvature gradients": budget.curvature.batch,
+               "predict": inspect.signature(evaluation.predict).parameters["batch_size"].default,
+               "score curves": inspect.signature(directions.score_curves).parameters["batch"].default}
+    for what, batch in batches.items():
+        assert pre.test_n >= min(own_n, batch), f"{name} preflight: {pre.test_n} images, below one {what} batch"
+    deepfool_batch = inspect.signature(cv_setup.deepfool_set).parameters["batch"].default
+    assert deepfool_batch == inspect.signature(operator.deepfool_set).parameters["batch"].default
+    assert pre.curvature.svd_images >= min(budget.curvature.svd_images, deepfool_batch)
+    assert pre.curvature.confined_images == min(budget.curvature.confined_images, pre.test_n)  # one unbatched call
+    assert pre.iteration_cap == budgets.PREFLIGHT_ITERATIONS and pre.seeds == budget.seeds[:1]
+    assert pre.test_n <= own_n and pre.curvature.svd_images <= budget.curvature.svd_images
+
+    # and the analyses, called as the curvature claims call them, reach those batch sizes
+    net = _Counting()
+    x = torch.rand(pre.test_n, 1, 4, 4)
+    subspaces.saliency(net, x, batch=pre.curvature.batch)
+    assert net.largest == min(pre.curvature.batch, pre.test_n) == min(budget.curvature.batch, own_n)
+    net.largest = 0
+    cv_setup.deepfool_set(net, torch.rand(pre.curvature.svd_images, 1, 4, 4), max_iter=pre.curvature.iterations(50))
+    assert net.largest == min(deepfool_batch, budget.curvature.svd_images)

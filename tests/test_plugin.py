@@ -347,7 +347,7 @@ PREFLIGHT = textwrap.dedent('''
     @pytest.mark.claim("LP-7")
     @on_datasets("fashion_mnist", "cifar10")
     def test_runs(dataset, pipeline, check):
-        assert pipeline.budget.iterations(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == max(100, pipeline.budget.eval_batch)
+        assert pipeline.budget.iterations(20) == 2 and pipeline.budget.preflight and pipeline.budget.test_n == max(pipeline.budget.eval_batch, pipeline.budget.curvature.batch, 1000)
         assert "preflight" in str(pipeline.store.root) and not pipeline.enforce_health
         if dataset == "cifar10":
             raise RuntimeError("CUDA out of memory (simulated)")
@@ -361,7 +361,7 @@ def test_preflight_reports_ran_or_error_time_and_memory_and_gives_no_verdict(pro
     result = project.runpytest("test_preflight.py", "--repro-preflight", "--repro-budget=paper",
                                f"--repro-cache={tmp_path / 'store'}", f"--repro-report={out}")
     result.assert_outcomes(passed=1, failed=1)   # a contradicted verdict is not a failure here: none is given
-    result.stdout.fnmatch_lines(["budget paper (preflight: no verdicts): training images 256, evaluation images 100*",
+    result.stdout.fnmatch_lines(["budget paper (preflight: no verdicts): training images 256, evaluation images 1024*",
                                  "*STD: standard training, 1 epoch, batch 128*", "*capped at 2*",
                                  "*advclaims: preflight (no verdicts)*", "LP-7*cifar10*error*CUDA out of memory*",
                                  "LP-7*fashion_mnist*ran*MiB*", "1 ran, 1 errors, 0 skipped*"])

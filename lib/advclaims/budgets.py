@@ -116,12 +116,21 @@ class Budget:
 
     def for_preflight(self) -> "Budget":
         """The same architectures, widths, batch sizes and analysis sizes, with the least data, schedule and
-        iterations that let every step run: one epoch over two training batches, PREFLIGHT_TEST evaluation images
-        (fast/paper: at least one full attack batch, since an attack's peak memory is a full batch's), every
-        iteration count capped at PREFLIGHT_ITERATIONS, one seed. It gives no verdicts."""
-        test_n = PREFLIGHT_TEST if self.name == "smoke" else max(PREFLIGHT_TEST, self.eval_batch)
-        curvature = dataclasses.replace(self.curvature, boundary_points=2, svd_images=64, confined_images=8,
-                                        iteration_cap=PREFLIGHT_ITERATIONS)
+        iterations that let every step run: one epoch over two training batches, every iteration count capped at
+        PREFLIGHT_ITERATIONS, one seed. It gives no verdicts.
+
+        Every attack and analysis it caps still runs at least one full-size batch, since a step's peak memory is a
+        full batch's: evaluation images up to the largest batch that reads them (attacks' ``eval_batch``, the
+        curvature gradients' ``curvature.batch``, predict's and the score curves' 1000; never beyond the budget's
+        own), SVD images one DeepFool batch (analysis/curvature/setup.py's 500), confined-DeepFool images the
+        budget's own (one unbatched call), boundary points two (the curvature operator fills its gradient batch
+        with probes whatever their number)."""
+        predict_batch, deepfool_batch = 1000, 500  # evaluation.predict / score_curves' and deepfool_set's batches
+        full = max(PREFLIGHT_TEST, self.eval_batch, self.curvature.batch, predict_batch)
+        test_n = full if self.test_n is None else min(self.test_n, full)
+        curvature = dataclasses.replace(
+            self.curvature, boundary_points=2, svd_images=min(self.curvature.svd_images, deepfool_batch),
+            confined_images=min(self.curvature.confined_images, test_n), iteration_cap=PREFLIGHT_ITERATIONS)
         return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, test_n=test_n, seeds=self.seeds[:1],
                                    curvature=curvature, iteration_cap=PREFLIGHT_ITERATIONS, preflight=True)
 
