@@ -430,3 +430,59 @@ def test_the_preflight_runs_a_full_batch_of_every_attack_and_analysis_it_caps(na
     net.largest = 0
     cv_setup.deepfool_set(net, torch.rand(pre.curvature.svd_images, 1, 4, 4), max_iter=pre.curvature.iterations(50))
     assert net.largest == min(deepfool_batch, budget.curvature.svd_images)
+
+
+# -- 5b. PGD adversarial training: no host sync per step, the same CPU model bit for bit ----------------------------
+
+_SYNCS = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "cpu", "numpy")
+
+
+def _host_reads_of_pgd_training(monkeypatch, images: int) -> tuple[int, dict]:
+    """How many times a PGD-AT epoch over ``images`` images (batches of 32) read a tensor on the host (each a device
+    sync on CUDA), and the trained weights."""
+    from advclaims import data as data_mod
+    from advclaims import models
+
+    g = torch.Generator().manual_seed(0)
+    split = data_mod.Split("synthetic", torch.randint(0, 256, (images, 1, 28, 28), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 10, (images,), generator=g))
+    recipe = training.Recipe("pgd", epochs=1, batch_size=32, lr=0.05, eps=0.1, alpha=0.05, attack_steps=3,
+                             augment=False)
+    torch.manual_seed(0)
+    net = models.build("lenet", in_channels=1, num_classes=10, width=2, input_size=28, mean=(0.5,), std=(0.5,))
+    count = [0]
+    for name in _SYNCS:
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, **k):
+            count[0] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    training.train(net, split, recipe, seed=0, progress=False)
+    monkeypatch.undo()
+    return count[0], net.state_dict()
+
+
+def test_pgd_training_reads_nothing_on_the_host_per_step(monkeypatch):
+    two, _ = _host_reads_of_pgd_training(monkeypatch, 64)     # 2 steps of PGD-3
+    six, _ = _host_reads_of_pgd_training(monkeypatch, 192)    # 6 steps: the same reads (per training and epoch only)
+    assert six == two, f"{(six - two) / 4:.1f} host reads per training step"
+
+
+def test_pgd_training_still_refuses_non_finite_logits():
+    from advclaims import data as data_mod
+    from advclaims.attacks import NonFiniteLogits
+
+    class Nan(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            return out * float("nan") if not self.training else out   # the attack (eval mode) sees NaN logits
+
+    split = data_mod.Split("synthetic", torch.zeros(64, 1, 28, 28, dtype=torch.uint8), torch.zeros(64, dtype=torch.long))
+    recipe = training.Recipe("pgd", epochs=1, batch_size=32, lr=0.05, eps=0.1, alpha=0.05, attack_steps=2, augment=False)
+    with pytest.raises(NonFiniteLogits, match="NaN/inf logits"):
+        training.train(Nan(), split, recipe, seed=0, progress=False)

@@ -120,13 +120,25 @@ def check_labels(y, x: torch.Tensor, num_classes: int) -> None:
         )
 
 
+_NON_FINITE = ("the model produced NaN/inf logits, which usually means a diverged checkpoint: retrain it "
+               "(or check that its weights loaded correctly and that the input images are finite)")
+
+
 def check_finite_logits(logits: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(logits).all()):
-        raise NonFiniteLogits(
-            "the model produced NaN/inf logits, which usually means a diverged checkpoint: retrain it "
-            "(or check that its weights loaded correctly and that the input images are finite)"
-        )
+        raise NonFiniteLogits(_NON_FINITE)
     return logits
+
+
+def finite_flag(device: torch.device) -> torch.Tensor:
+    """A device bool that ``input_gradient_flagged`` ands each step's logits check into: no host sync per step."""
+    return torch.ones((), dtype=torch.bool, device=device)
+
+
+def check_finite_flag(finite: torch.Tensor) -> None:
+    """NonFiniteLogits unless every logits check and-ed into ``finite`` held (one host sync for all of them)."""
+    if not bool(finite):
+        raise NonFiniteLogits(_NON_FINITE)
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
@@ -182,6 +194,18 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     """d sum_i loss_fn(model(x), y)_i / dx, with the logits checked finite; parameters get no .grad."""
     x = x.detach().requires_grad_(True)
     logits = check_finite_logits(model(x))
+    loss = loss_fn(logits, y).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def input_gradient_flagged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+                           finite: torch.Tensor) -> torch.Tensor:
+    """input_gradient (the same operations, so the same bits) with the logits' finiteness and-ed into ``finite`` in
+    place (``finite_flag``) instead of checked: no host sync; the caller runs check_finite_flag once at the end."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    finite &= torch.isfinite(logits).all()
     loss = loss_fn(logits, y).sum()
     (grad,) = torch.autograd.grad(loss, x)
     return grad

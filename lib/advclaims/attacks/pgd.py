@@ -31,8 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advclaims.attacks._common import (check_alpha, check_attack_inputs, check_eps, check_steps, cross_entropy_loss,
-                                       frozen, input_gradient, margin_loss, project_linf, project_linf_)
+from advclaims.attacks._common import (check_alpha, check_attack_inputs, check_eps, check_finite_flag, check_steps,
+                                       cross_entropy_loss, finite_flag, frozen, input_gradient_flagged, margin_loss,
+                                       project_linf, project_linf_)
 from advclaims.attacks.fastpath import fast_model
 
 LOSSES = {"ce": cross_entropy_loss, "margin": margin_loss}
@@ -44,17 +45,42 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
     eps, alpha, steps = check_eps(eps), check_alpha(alpha), check_steps(steps)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-    loss_fn = LOSSES[loss]
-    step = (-1.0 if targeted else 1.0) * alpha  # targeted descends the loss toward y
     with frozen(model):
         check_attack_inputs(model, x, y)
         x = x.detach()
         forward = fast_model(model, x)
         x_adv = project_linf(x + _start(x, eps, random_start, generator, init), x, eps)
-        for _ in range(steps):
-            grad = input_gradient(forward, x_adv, y, loss_fn)
-            project_linf_(x_adv.add_(grad.sign_().mul_(step)), x, eps)  # x_adv is ours: update it in place
+        finite = _steps(forward, x_adv, x, y, eps=eps, alpha=alpha, steps=steps, targeted=targeted, loss=loss)
+    check_finite_flag(finite)  # every step's logits, checked once: no host sync per step on CUDA
     return x_adv.detach()
+
+
+def pgd_from(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+             init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD from the starting perturbation ``init`` for adversarial training (training.train): the same steps as
+    ``pgd(..., init=init)``, bit for bit, without the per-call input checks (training checks its first batch once:
+    images from a uint8 split stay in [0, 1], and cross-entropy checks the labels) and with the logits' finiteness
+    returned as a device bool instead of checked (the caller checks it once per epoch: no host sync per step).
+    Returns (x_adv, finite)."""
+    eps, alpha, steps = check_eps(eps), check_alpha(alpha), check_steps(steps)
+    with frozen(model):
+        x = x.detach()
+        forward = fast_model(model, x)
+        x_adv = project_linf(x + _start(x, eps, False, None, init), x, eps)
+        finite = _steps(forward, x_adv, x, y, eps=eps, alpha=alpha, steps=steps, targeted=False, loss="ce")
+    return x_adv.detach(), finite
+
+
+def _steps(forward, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+           targeted: bool, loss: str) -> torch.Tensor:
+    """The PGD iterations on ``x_adv`` in place; returns whether every step's logits were finite (a device bool)."""
+    loss_fn = LOSSES[loss]
+    step = (-1.0 if targeted else 1.0) * alpha  # targeted descends the loss toward y
+    finite = finite_flag(x.device)
+    for _ in range(steps):
+        grad = input_gradient_flagged(forward, x_adv, y, loss_fn, finite)
+        project_linf_(x_adv.add_(grad.sign_().mul_(step)), x, eps)  # x_adv is ours: update it in place
+    return finite
 
 
 def _start(x, eps, random_start, generator, init) -> torch.Tensor | float:

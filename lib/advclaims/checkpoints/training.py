@@ -19,7 +19,8 @@ from advclaims import accel as accel_mod
 from advclaims import data as data_mod
 from advclaims.checkpoints import distributed
 from advclaims.checkpoints.atomic import atomic_write
-from advclaims.attacks import pgd
+from advclaims.attacks._common import check_attack_inputs, check_finite_flag, finite_flag, frozen
+from advclaims.attacks.pgd import pgd_from
 from advclaims.budgets import Recipe
 from advclaims.checkpoints.health import loss_window
 
@@ -151,10 +152,13 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
     start = time.perf_counter()
     bar = tqdm(range(first_epoch, recipe.epochs), desc=desc, disable=not progress or rank != 0, leave=False,
                initial=first_epoch, total=recipe.epochs)
+    inputs_checked = False
     for epoch in bar:
         model.train()
-        # metrics stay on the device during the epoch and are read once at its end: no host sync per step
+        # metrics stay on the device during the epoch and are read once at its end: no host sync per step; so does
+        # the attack's logits check (finite: every PGD step's, and-ed on the device)
         step_losses, sizes, correct = [], [], torch.zeros((), dtype=torch.long, device=device)
+        finite = finite_flag(device)
         for x, y in split.batches(recipe.batch_size, shuffle=True, generator=gd):
             if drop_last and len(y) < recipe.batch_size:
                 continue
@@ -173,9 +177,14 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
                 x, y = x[rank::world], y[rank::world]
                 noise = noise[rank::world] if noise is not None else None
             if noise is not None:
+                if not inputs_checked:  # once per training (host syncs): pixels in [0, 1], labels in the model's range
+                    with frozen(model):
+                        check_attack_inputs(model, x, y)
+                    inputs_checked = True
                 with accel.autocast():
-                    x = pgd(fast, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
-                            init=noise.to(x.device))
+                    x, ok = pgd_from(fast, x, y, eps=recipe.eps, alpha=recipe.alpha, steps=recipe.attack_steps,
+                                     init=noise.to(x.device))
+                finite &= ok
                 model.train()
             x = x.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
@@ -193,6 +202,7 @@ def _train(model: torch.nn.Module, split: data_mod.Split, recipe: Recipe, *, see
             step_losses.append(loss.detach())
             sizes.append(len(y))
             correct += (logits.argmax(1) == y).sum()
+        check_finite_flag(finite)  # NonFiniteLogits, as the attack's own check per step raised it before
         epoch_losses = torch.stack(step_losses).tolist() if step_losses else []
         bad = next((v for v in epoch_losses if not math.isfinite(v)), None)
         if bad is not None:
