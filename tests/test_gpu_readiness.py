@@ -486,3 +486,56 @@ def test_pgd_training_still_refuses_non_finite_logits():
     recipe = training.Recipe("pgd", epochs=1, batch_size=32, lr=0.05, eps=0.1, alpha=0.05, attack_steps=2, augment=False)
     with pytest.raises(NonFiniteLogits, match="NaN/inf logits"):
         training.train(Nan(), split, recipe, seed=0, progress=False)
+
+
+# -- 7b. the curvature decompositions and the DeepFool SVD in float64 on the model's device ------------------------
+
+class _SymmetricOperator:
+    """A fixed symmetric D x D operator in float64 through the interface the decompositions use."""
+
+    def __init__(self, dims: int):
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(dims, dims, generator=g, dtype=torch.float64)
+        self.a, self.dims, self.points = (a + a.T) / 2, dims, torch.zeros(2, dims, dtype=torch.float64)
+
+    def per_point(self, probes):
+        return (probes.double() @ self.a).expand(2, -1, -1)
+
+    def __call__(self, probes):
+        return self.per_point(probes)[0]
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_the_decompositions_stay_on_the_operators_device_until_their_results(monkeypatch, method):
+    """Every random draw is moved to the operator's device and nothing comes to the host before the results (the
+    last .cpu() per returned tensor): on a GPU the float64 QRs, SVDs and eigh run there, not on 2 CPU threads."""
+    from advclaims.analysis.curvature import decomposition
+
+    op, drawn, to_host = _SymmetricOperator(40), [], [0]
+    real_randn, real_cpu = decomposition._randn, torch.Tensor.cpu
+    monkeypatch.setattr(decomposition, "_randn", lambda g, *s, device: drawn.append(device) or real_randn(g, *s,
+                                                                                                         device=device))
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: to_host.__setitem__(0, to_host[0] + 1) or
+                        real_cpu(self, *a, **k))
+    g = torch.Generator().manual_seed(0)
+    out = decomposition._dense(op, g) if method == "dense" else decomposition._block_lanczos(op, g, k=4)
+    monkeypatch.undo()
+    assert drawn and all(d == op.points.device for d in drawn)
+    tensors = [t for t in out if isinstance(t, torch.Tensor)]
+    assert to_host[0] == len(tensors) and all(t.device.type == "cpu" for t in tensors)
+
+
+def test_the_deepfool_svd_is_reduced_when_that_gives_every_direction_and_identical_on_the_cpu(monkeypatch):
+    calls = []
+    real = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True: calls.append(full_matrices) or
+                        real(a, full_matrices=full_matrices))
+    for n, d in ((300, 100), (60, 100)):
+        p = torch.randn(n, 1, 10, d // 10, generator=torch.Generator().manual_seed(n))
+        svd = subspaces.deepfool_svd(p)
+        r = p.flatten(1).double()
+        r = r / r.norm(dim=1, keepdim=True)
+        _, s, vt = real(r, full_matrices=True)                         # what it computed before
+        assert torch.equal(svd.vectors, vt.T.float().contiguous()) and tuple(svd.vectors.shape) == (d, d)
+        assert torch.equal(svd.singular_values[:len(s)], s.float())
+    assert calls == [False, True]    # N >= D: the reduced SVD (no N x N left factor); N < D: the full one

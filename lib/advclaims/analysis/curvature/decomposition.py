@@ -1,6 +1,11 @@
 """Eigendecompositions of Algorithm 1's curvature operator (``operator.CurvatureOperator``, or any object with its
 ``per_point``, ``__call__``, ``points`` and ``dims``): dense for small inputs, block Lanczos with a search for flat
-directions for large ones (CIFAR's D = 3072). Split from operator.py, which builds the operator and the claims."""
+directions for large ones (CIFAR's D = 3072). Split from operator.py, which builds the operator and the claims.
+
+The linear algebra runs in float64 on the operator's device (its boundary points'): on a GPU no D x D products,
+QRs, SVDs or ``eigh`` on two CPU threads. Random draws come from the CPU generator ``g`` and are then moved, so
+the same seed gives the same directions on every device; on the CPU every operation is what it was. Results are
+returned on the CPU (the store keeps them there)."""
 
 from __future__ import annotations
 
@@ -9,23 +14,28 @@ import math
 import torch
 
 
+def _randn(g: torch.Generator, *shape: int, device: torch.device) -> torch.Tensor:
+    """Standard normal float64 draws from the CPU generator ``g``, on ``device``."""
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+
 
 def _dense(op, g: torch.Generator):
-    dims = op.dims
-    basis = torch.linalg.qr(torch.randn(dims, dims, generator=g, dtype=torch.float64))[0]
-    cols = op.per_point(basis.T.float()).double().cpu()       # (N, D, D): row j is H_n q_j
+    dims, device = op.dims, op.points.device
+    basis = torch.linalg.qr(_randn(g, dims, dims, device=device))[0]
+    cols = op.per_point(basis.T.float()).double()              # (N, D, D): row j is H_n q_j
     a = cols @ basis                                          # a[n, j, i] = <q_i, H_n q_j>: A_n transposed
     sym, anti = a + a.transpose(1, 2), a - a.transpose(1, 2)
     sym_gram = torch.einsum("nij,mij->nm", sym, sym)
     asym_gram = torch.einsum("nij,mij->nm", anti, anti)
     values, vectors = torch.linalg.eigh(sym.mean(0) / 2)
     order = values.argsort(descending=True)
-    return values[order].float(), (basis @ vectors[:, order]).float(), asym_gram.float(), sym_gram.float()
+    return (values[order].float().cpu(), (basis @ vectors[:, order]).float().cpu(), asym_gram.float().cpu(),
+            sym_gram.float().cpu())
 
 
 def _apply(op, basis: torch.Tensor) -> torch.Tensor:
-    """H q for the columns q of ``basis`` (D, b), as columns (D, b), in float64 on the CPU."""
-    return op(basis.T.to(op.points.dtype)).double().cpu().T
+    """H q for the columns q of ``basis`` (D, b), as columns (D, b), in float64 on the operator's device."""
+    return op(basis.T.to(op.points.dtype)).double().T
 
 
 def _orthonormalise(block: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -59,17 +69,17 @@ def _block_lanczos(op, g: torch.Generator, k: int, *, block: int = 16, probes: i
     (``_split_rest``).
     Returns curvatures, directions, the two Gram matrices, the rest's flatness and every direction's flatness.
     """
-    dims = op.dims
+    dims, device = op.dims, op.points.device
     m = min(dims - 1, 3 * k)
     block = max(1, min(block, m // 8))   # at least 8 Krylov steps: depth is what makes the ends converge
     m = min(m, block * (1 + iterations(math.ceil(m / block) - 1)))   # a preflight grows the basis a few blocks only
-    empty = torch.zeros(dims, 0, dtype=torch.float64)
-    q = _orthonormalise(torch.randn(dims, block, generator=g, dtype=torch.float64), empty)
+    empty = torch.zeros(dims, 0, dtype=torch.float64, device=device)
+    q = _orthonormalise(_randn(g, dims, block, device=device), empty)
     hq = _apply(op, q)
     while q.shape[1] < m:
         new = _orthonormalise(hq[:, -block:], q)[:, :m - q.shape[1]]
         if new.shape[1] == 0:  # the Krylov space is invariant: restart it from a random block
-            new = _orthonormalise(torch.randn(dims, min(block, m - q.shape[1]), generator=g, dtype=torch.float64), q)
+            new = _orthonormalise(_randn(g, dims, min(block, m - q.shape[1]), device=device), q)
         q, hq = torch.cat([q, new], 1), torch.cat([hq, _apply(op, new)], 1)
     q, hq, inside, rest_flatness = _flat_search(op, g, q, hq, flat_block=max(1, k // 2), probes=max(probes, k // 2),
                                                  last=block)
@@ -83,19 +93,20 @@ def _block_lanczos(op, g: torch.Generator, k: int, *, block: int = 16, probes: i
     curv, dirs, flatness = curv[order], dirs[:, order], flatness[order]
     rest, coupling = _split_rest(q, hq)
     at = int((curv > inside).sum())                                          # the rest sits where its curvature does
-    nan = torch.full((rest.shape[1],), float("nan"), dtype=torch.float64)
+    nan = torch.full((rest.shape[1],), float("nan"), dtype=torch.float64, device=device)
     curv = torch.cat([curv[:at], nan, curv[at:]])
     flatness = torch.cat([flatness[:at], coupling, flatness[at:]])
     dirs = torch.cat([dirs[:, :at], rest, dirs[:, at:]], 1)
     # asymmetry of the raw operator from random probe pairs: <u, H v> - <v, H u> against <u, H v> + <v, H u>
-    uv = torch.randn(2 * probes, dims, generator=g, dtype=torch.float64).float()
+    uv = _randn(g, 2 * probes, dims, device=device).float()
     uv = uv / uv.norm(dim=1, keepdim=True)
-    h_uv = op.per_point(uv).cpu()                                            # (N, 2P, D)
+    h_uv = op.per_point(uv)                                                  # (N, 2P, D)
     u, v = uv[:probes], uv[probes:]
     uhv = (h_uv[:, probes:] * u).sum(-1)                                     # (N, P)
     vhu = (h_uv[:, :probes] * v).sum(-1)
     anti, sym = uhv - vhu, uhv + vhu
-    return curv.float(), dirs.float(), (anti @ anti.T).float(), (sym @ sym.T).float(), rest_flatness, flatness.float()
+    return (curv.float().cpu(), dirs.float().cpu(), (anti @ anti.T).float().cpu(), (sym @ sym.T).float().cpu(),
+            rest_flatness, flatness.float().cpu())
 
 
 def _flat_search(op, g: torch.Generator, q: torch.Tensor, hq: torch.Tensor, *, flat_block: int, probes: int,
@@ -110,7 +121,7 @@ def _flat_search(op, g: torch.Generator, q: torch.Tensor, hq: torch.Tensor, *, f
     dims = q.shape[0]
     room = dims - q.shape[1]
     if room > 2 * (flat_block + last + probes):
-        start = torch.cat([hq[:, -last:], torch.randn(dims, flat_block, generator=g, dtype=torch.float64)], 1)
+        start = torch.cat([hq[:, -last:], _randn(g, dims, flat_block, device=q.device)], 1)
         for _ in range(2):
             new = _orthonormalise(start, q)
             if new.shape[1] == 0:
@@ -120,7 +131,7 @@ def _flat_search(op, g: torch.Generator, q: torch.Tensor, hq: torch.Tensor, *, f
     room = dims - q.shape[1]
     if room <= 0:
         return q, hq, float("nan"), float("nan")
-    z = torch.randn(dims, min(probes, room), generator=g, dtype=torch.float64)
+    z = _randn(g, dims, min(probes, room), device=q.device)
     for _ in range(2):
         z = z - q @ (q.T @ z)
     z = z / z.norm(dim=0, keepdim=True)                                      # unit probes of the unmeasured rest
@@ -145,9 +156,9 @@ def _split_rest(q: torch.Tensor, hq: torch.Tensor) -> tuple[torch.Tensor, torch.
     u, s, _ = torch.linalg.svd(rest.T @ (hq - q @ (q.T @ hq)), full_matrices=True)
     coupled = int((s > 1e-10 * max(float(s[0]), 1e-300)).sum()) if len(s) else 0
     rest = rest @ u                                                         # ordered by coupling, largest first
-    bound = torch.full((rest.shape[1],), float("nan"), dtype=q.dtype)
+    bound = torch.full((rest.shape[1],), float("nan"), dtype=q.dtype, device=q.device)
     bound[:coupled] = s[:coupled]
-    order = torch.cat([torch.arange(coupled, rest.shape[1]), torch.arange(coupled).flip(0)])
+    order = torch.cat([torch.arange(coupled, rest.shape[1]), torch.arange(coupled).flip(0)]).to(q.device)
     return rest[:, order], bound[order]
 
 

@@ -230,8 +230,8 @@ def class_curvature(model: nn.Module, candidates: torch.Tensor, target: int, *, 
     g = torch.Generator().manual_seed(seed * 1000 + target)
     dims = op.dims
     v = torch.randn(1, dims, generator=g, dtype=torch.float64).float()
-    hv = op.per_point(v / v.norm())[:, 0].cpu()                  # (N, D)
-    hv_gram = hv @ hv.T
+    hv = op.per_point(v / v.norm())[:, 0]                        # (N, D), on the model's device
+    hv_gram = (hv @ hv.T).cpu()
     if dims <= settings.dense_limit:
         curv, dirs, asym, sym = _dense(op, g)
         rest, method, flatness = float("nan"), "dense", None

@@ -136,10 +136,12 @@ class SvdBasis:
 
 def deepfool_svd(perturbations: torch.Tensor) -> SvdBasis:
     """SVD of the stacked, L2-normalised perturbations (N, ...): the full set of D right singular vectors
-    (those beyond the rank of the stack have singular value 0 and come last)."""
+    (those beyond the rank of the stack have singular value 0 and come last). In float64 on the perturbations'
+    device. With N >= D the reduced SVD already gives all D of them (and the same bits: torch's LAPACK takes the same
+    path for V), without the N x N left factor (10,000 x 10,000 at the paper budget); only N < D needs the full one."""
     r = perturbations.flatten(1).double()
     r = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    _, s, vt = torch.linalg.svd(r, full_matrices=True)
+    _, s, vt = torch.linalg.svd(r, full_matrices=r.shape[0] < r.shape[1])
     values = torch.zeros(vt.shape[0], dtype=s.dtype)
     values[:len(s)] = s
     return SvdBasis(vt.T.float().contiguous(), values.float(), len(r))
