@@ -539,3 +539,84 @@ def test_the_deepfool_svd_is_reduced_when_that_gives_every_direction_and_identic
         assert torch.equal(svd.vectors, vt.T.float().contiguous()) and tuple(svd.vectors.shape) == (d, d)
         assert torch.equal(svd.singular_values[:len(s)], s.float())
     assert calls == [False, True]    # N >= D: the reduced SVD (no N x N left factor); N < D: the full one
+
+
+# -- 6. the nightly workflow: CUDA or fail; steps that block the ones after them; per-GPU training queues -------------
+
+def _workflow_steps() -> list[dict]:
+    """The nightly job's steps as {name, if, shell, run} (a small reader of this one file's layout: no YAML library)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / ".github" / "workflows" / "nightly-gpu.yml").read_text()
+    steps = []
+    for block in re.split(r"\n      - ", text.split("\n    steps:\n", 1)[1])[1:]:
+        lines = block.splitlines()
+        step = {"name": lines[0].split("name:", 1)[-1].strip() if "name:" in lines[0] else lines[0].strip()}
+        for i, line in enumerate(lines):
+            key = line.strip().split(":", 1)[0]
+            if key in ("if", "shell") and line.startswith("        ") and not line.startswith("         "):
+                step[key] = line.split(":", 1)[1].strip()
+            if line.strip().startswith("run:"):
+                first = line.split("run:", 1)[1].strip()
+                step["run"] = first if first != "|" else "\n".join(l[10:] for l in lines[i + 1:]
+                                                                   if l.startswith("          ") or not l.strip())
+        steps.append(step)
+    return steps
+
+
+def test_the_nightly_fails_unless_torch_sees_cuda_and_each_step_blocks_the_ones_after_it(tmp_path):
+    import subprocess
+    import sys
+
+    steps = _workflow_steps()
+    names = [s["name"] for s in steps]
+    order = [next(i for i, n in enumerate(names) if n.startswith(p)) for p in
+             ("Set up", "Fail unless torch sees CUDA", "Preflight", "Train every model", "Claims at the paper budget")]
+    assert order == sorted(order)
+    for s in steps[order[1]:order[-1] + 1]:                        # the GPU steps: bash -e, skipped after a failure
+        assert s.get("shell") == "bash" and "if" not in s and "continue-on-error" not in s["run"], s["name"]
+        assert subprocess.run(["bash", "-n"], input=s["run"].replace("${{", "{").replace("}}", "}"),
+                              text=True).returncode == 0, s["name"]
+    upload = next(s for s in steps if s["name"].startswith("Upload"))
+    assert upload.get("if") == "always()"
+    check = steps[order[1]]["run"]
+    snippet = next(line for line in check.splitlines() if "cuda.is_available()" in line)
+    code = snippet.split('-c "', 1)[1].rsplit('"', 1)[0]
+    rc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode
+    assert (rc == 0) == torch.cuda.is_available()                  # here, with no CUDA: the step fails
+    assert 'GPUS=$(.venv/bin/python -c "import torch; print(torch.cuda.device_count())")' in check
+    for s in (steps[order[2]], steps[order[4]]):                   # pytest never falls back to the CPU
+        assert "--repro-device cuda" in s["run"]
+
+
+def test_the_nightly_trains_each_model_once_on_its_gpus_own_queue_and_a_failure_stops_no_other(tmp_path):
+    import subprocess
+
+    train = next(s for s in _workflow_steps() if s["name"].startswith("Train every model"))["run"]
+    bin_ = tmp_path / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    listing = "\n".join(["# a comment", "advclaims train --role adv --dataset cifar10 --arch wrn28_10 --seed 0",
+                         *[f"advclaims train --role std --dataset cifar10 --arch resnet18 --seed {i}" for i in range(5)]])
+    (bin_ / "advclaims").write_text(f"""#!/bin/bash
+if [ "$1" = models ]; then printf '%s\\n' "{listing}"; exit 0; fi
+echo "start $* " >> trained.txt
+case "$*" in *"--seed 0 "*) sleep 1.5;; esac
+echo "end $* " >> trained.txt
+case "$*" in *"--seed 3 "*) exit 3;; esac
+""")
+    (bin_ / "torchrun").write_text('#!/bin/bash\necho "torchrun $*" >> trained.txt\nexit 1\n')  # WRN fails too
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    script = train.replace("${{ github.event.inputs.markers || 'cifar10' }}", "cifar10")
+    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "GPUS": "2", "STATE": str(tmp_path / "state")})
+    assert run.returncode == 1, run.stderr                         # WRN and seed 3 failed: the step fails, at the end
+    lines = (tmp_path / "trained.txt").read_text().splitlines()
+    assert sum("wrn28_10" in line and line.startswith("torchrun") and "--nproc_per_node 2" in line for line in lines) == 1
+    for i in range(5):                                            # every other model trained once, on GPU i % 2
+        mine = [line for line in lines if f"--seed {i} " in line and "resnet18" in line and line.startswith("start")]
+        assert len(mine) == 1 and f"--device cuda:{i % 2} " in mine[0], mine
+    at = {(word, i): n for n, line in enumerate(lines) for word in ("start", "end") for i in range(5)
+          if line.startswith(word) and f"--seed {i} " in line}
+    assert at[("start", 3)] < at[("end", 0)]   # GPU 1 went on through its queue while GPU 0 trained a long model
