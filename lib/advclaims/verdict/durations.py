@@ -4,7 +4,9 @@ pytest-xdist hands items out in collection order; an instance that starts last a
 four models) keeps one worker busy after the other has finished. ``claims/durations.json`` holds each instance's wall
 seconds from a measured run (``advclaims durations REPORT.json`` writes it, as pytest-split keeps its
 ``.test_durations``), per budget. Collection puts claim instances first, longest first; an instance the file does not
-know counts as the median of those it does. Order only: no statistic depends on it.
+know counts as the median of those it does. Order only: no statistic depends on it. pytest-xdist's default load
+scheduling hands each worker a block of consecutive items first, which would give one worker every long instance;
+``-n 2 --maxschedchunk 1`` (scripts/main.sh, scripts/test.sh) lets each worker take the next item when it is free.
 """
 
 from __future__ import annotations
