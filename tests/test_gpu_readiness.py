@@ -620,3 +620,29 @@ case "$*" in *"--seed 3 "*) exit 3;; esac
     at = {(word, i): n for n, line in enumerate(lines) for word in ("start", "end") for i in range(5)
           if line.startswith(word) and f"--seed {i} " in line}
     assert at[("start", 3)] < at[("end", 0)]   # GPU 1 went on through its queue while GPU 0 trained a long model
+
+
+# -- 8. scripts/gpu_check.sh: one device command of at most 10 minutes, every issue-24 item a gpu_items subcommand ---
+
+def test_gpu_check_fits_one_ten_minute_device_call_and_names_only_existing_items():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "gpu_check.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(root / "scripts" / "gpu_check.sh")]).returncode == 0
+    gpu = dict(re.findall(r"\b(LIMIT|TRAIN_LIMIT)=(\d+)", script.split("else\n", 1)[1].split("fi\n", 1)[0]))
+    precisions = len(re.search(r'PRECISIONS="([^"]*)"\nfi', script).group(1).split())
+    total = 0
+    for seconds in re.findall(r'^\s*step \S+ (\$\(\(.*?\)\)|\S+) ', script, flags=re.M):
+        value = seconds.replace('"', "").replace("$TRAIN_LIMIT", gpu["TRAIN_LIMIT"]).replace("$LIMIT", gpu["LIMIT"])
+        value = value.replace("TRAIN_LIMIT", gpu["TRAIN_LIMIT"]).replace("LIMIT", gpu["LIMIT"])
+        value = eval(value.replace("$((", "(").replace("))", ")"))      # e.g. $(( LIMIT - 30 ))
+        total += value * (precisions if "TRAIN_LIMIT" in seconds else 1)
+    assert total <= 588, f"{total} s of step limits: more than one 10-minute device call"
+    items = (root / "scripts" / "gpu_items.py").read_text()
+    named = set(re.findall(r"gpu_items\.py (\w+)", script))
+    assert {"env", "resume", "deepfool", "saliency", "deterministic", "linalg", "ddp"} <= named
+    assert all(f'"{name}": ' in items for name in named)
+    assert "--nproc_per_node 2 scripts/gpu_items.py ddp" in script
