@@ -40,6 +40,7 @@ STEPS = 200         # Adam steps on lambda
 LR = 0.1            # Adam learning rate
 FIT_BATCH = 100     # images per fitting batch: T is the maximum over one batch (authors' test batch size)
 KL_DELTA = 1e-10    # keeps the KL finite where a variance is 0 (authors' code)
+FIT_GROUP = 100     # fitting batches fitted at once off the CPU (10,000 images: the paper's whole test set)
 
 
 SPLIT_NEEDED = ("the information-bottleneck claims (IB-1 to IB-6) need features(x) returning (N, C, H, W) maps with "
@@ -127,21 +128,53 @@ def spatial_variance(z: torch.Tensor) -> torch.Tensor:
     return z.var(dim=(2, 3))
 
 
+def information_terms(var_z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL[N(Z, var_z) || N(Z, sigma^2)] per image and channel (N, C)."""
+    q = sigma.pow(2)
+    return 0.5 * (var_z / (q + KL_DELTA) + torch.log((q + KL_DELTA) / (var_z + KL_DELTA)) - 1)
+
+
 def information_loss(var_z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """KL[N(Z, var_z) || N(Z, sigma^2)], averaged over images and channels (Eq. 4's L_I)."""
-    q = sigma.pow(2)
-    return (0.5 * (var_z / (q + KL_DELTA) + torch.log((q + KL_DELTA) / (var_z + KL_DELTA)) - 1)).mean()
+    return information_terms(var_z, sigma).mean()
+
+
+def vectorised_on(device: torch.device | str) -> bool:
+    """Whether fit_channel_masks fits on ``device`` with the vectorised path by default: everywhere but the CPU."""
+    return torch.device(device).type != "cpu"
+
+
+def fit_fields(device: torch.device | str) -> dict:
+    """The store-key fields that tell a fit by fit_channel_masks' default path on ``device`` from the CPU's: none on
+    the CPU (the per-batch loop and its CPU generator: CPU keys stay what they were); elsewhere the vectorised
+    path's noise source (a generator of the device's type) and its grouping, which decide its random draws."""
+    device = torch.device(device)
+    return {"noise": device.type, "fit_group": FIT_GROUP} if vectorised_on(device) else {}
 
 
 def fit_channel_masks(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: float = BETA,
-                      steps: int = STEPS, lr: float = LR, batch_size: int = FIT_BATCH, seed: int = 0) -> ChannelMasks:
+                      steps: int = STEPS, lr: float = LR, batch_size: int = FIT_BATCH, seed: int = 0,
+                      vectorised: bool | None = None, group: int = FIT_GROUP) -> ChannelMasks:
     """Fit sigma on features z (N, C, H, W) with labels y, in batches of ``batch_size``; threshold.
 
-    Deterministic for a given seed (the noise comes from one CPU generator, drawn batch after batch).
-    The model is frozen while fitting: only lambda has a gradient.
+    Deterministic for a given seed. The model is frozen while fitting: only lambda has a gradient.
+
+    Two paths (``vectorised``: None picks by z's device, vectorised_on): on the CPU one batch after the other, the
+    noise from one CPU generator drawn batch after batch (every stored CPU fit was made so). Vectorised (the default
+    on an accelerator): ``group`` batches fitted at once, the noise drawn on z's device from a generator of that
+    device seeded with ``seed`` (no host copy per step), one draw per step for the whole group, group after group.
+    Each image's sigma depends on its own features, label and noise only, and each batch keeps its own
+    normalisation (its CE and KL means become sums weighted by 1 / its size), so a batch's result is the one it
+    would have alone with those draws, up to float rounding; the draws differ from the CPU path's (fit_fields
+    keys them).
     """
-    if beta < 0 or steps < 0 or lr <= 0 or batch_size < 1:
-        raise ValueError("fit_channel_masks needs beta >= 0, steps >= 0, lr > 0 and batch_size >= 1")
+    if beta < 0 or steps < 0 or lr <= 0 or batch_size < 1 or group < 1:
+        raise ValueError("fit_channel_masks needs beta >= 0, steps >= 0, lr > 0, batch_size >= 1 and group >= 1")
+    if vectorised is None:
+        vectorised = vectorised_on(z.device)
+    if vectorised:
+        return _fit_vectorised(split, z, y, beta=beta, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                               group=group)
     generator = torch.Generator().manual_seed(seed)
     robust, sigmas, thresholds = [], [], []
     with frozen(split.model):
@@ -162,6 +195,43 @@ def fit_channel_masks(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: f
             robust.append(sigma.pow(2) > threshold)
             sigmas.append(sigma)
             thresholds.append(threshold.expand(zb.shape[0]))
+    return ChannelMasks(torch.cat(robust), torch.cat(sigmas), torch.cat(thresholds), float(beta))
+
+
+def _fit_vectorised(split: Split, z: torch.Tensor, y: torch.Tensor, *, beta: float, steps: int, lr: float,
+                    batch_size: int, seed: int, group: int) -> ChannelMasks:
+    """fit_channel_masks' vectorised path: ``group`` batches of ``batch_size`` per Adam run, noise drawn on z's
+    device. Per batch b of n_b images, the CPU path minimises mean_b CE + beta mean_{b, C} KL; here the sum over
+    the group's batches of the same, as sum_i CE_i / n_b(i) + beta sum_{i, c} KL_ic / (n_b(i) C): the gradient of
+    an image's lambda is its batch's alone, and Adam is elementwise. (Adam's step barely depends on a common scale of
+    an image's gradient, so the 1 / n_b weights matter only through its eps; they are kept so that each batch
+    minimises its own loss.)"""
+    generator = torch.Generator(device=z.device).manual_seed(seed)
+    robust, sigmas, thresholds = [], [], []
+    span = batch_size * group
+    with frozen(split.model):
+        for start in range(0, len(z), span):
+            zg, yg = z[start:start + span].detach(), y[start:start + span]
+            n, channels = zg.shape[:2]
+            var_z = spatial_variance(zg)
+            batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+            size = torch.cat([torch.full((b - a,), float(b - a), device=zg.device) for a, b in batches])
+            threshold = torch.cat([var_z[a:b].max().expand(b - a) for a, b in batches])
+            lam = torch.zeros(n, channels, 1, 1, device=zg.device, requires_grad=True)
+            optimizer = torch.optim.Adam([lam], lr=lr)
+            for _ in range(steps):
+                sigma = F.softplus(lam)
+                noise = torch.randn(lam.shape, generator=generator, device=zg.device)
+                ce = F.cross_entropy(split.tail(zg + sigma * noise), yg, reduction="none")
+                kl = information_terms(var_z, sigma[:, :, 0, 0]).sum(1)
+                loss = (ce / size).sum() + beta * (kl / (size * channels)).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            sigma = F.softplus(lam.detach())[:, :, 0, 0]
+            robust.append(sigma.pow(2) > threshold[:, None])
+            sigmas.append(sigma)
+            thresholds.append(threshold)
     return ChannelMasks(torch.cat(robust), torch.cat(sigmas), torch.cat(thresholds), float(beta))
 
 

@@ -40,8 +40,8 @@ from advclaims.evaluation import attack_batched, correct
 from advclaims.checkpoints.artifacts import AdversarialSet, TrainedModel
 from advclaims.analysis.info_bottleneck.bottleneck import STEPS as MASK_STEPS
 from advclaims.analysis.info_bottleneck.bottleneck import (BETA, FIT_BATCH, ChannelMasks, check_split, encode_all,
-                                                           fit_channel_masks, predictions_of_channels,
-                                                           split_at_last_conv_block)
+                                                           fit_channel_masks, fit_fields, predictions_of_channels,
+                                                           split_at_last_conv_block, vectorised_on)
 
 if TYPE_CHECKING:  # the pipeline is handed in; an analysis imports no orchestration
     from advclaims.checkpoints.pipeline import Pipeline
@@ -144,17 +144,19 @@ class EvaluationSuite:
         does (each test image's own label then shapes the masks it is scored with); ``labels="predicted"``:
         with the model's predictions on those images, which use no label (the sensitivity mask_labels of IB-2,
         IB-3, IB-5 and IB-6). The two differ only on images whose prediction is not their label (see the module
-        docstring)."""
+        docstring). Off the CPU the fit is fit_channel_masks' vectorised path (noise drawn on the device), keyed by
+        fit_fields; a CPU fit's key has no such field."""
         if labels not in MASK_LABELS:
             raise ValueError(f"labels must be one of {MASK_LABELS}, got {labels!r}")
-        fields = self._fields(on=on, beta=beta, fit_batch=FIT_BATCH, labels=labels)
+        device = self.pipeline.device
+        fields = self._fields(on=on, beta=beta, fit_batch=FIT_BATCH, labels=labels, **fit_fields(device))
 
         def make():
             x = self.x if on == "clean" else self.attack(on).x_adv
             z = self.features(x)
             y = self.y if labels == "true" else predictions_of_channels(
                 self.split, z, torch.ones(z.shape[:2], device=z.device))
-            masks = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed,
+            masks = fit_channel_masks(self.split, z, y, beta=beta, seed=self.seed, vectorised=vectorised_on(device),
                                       steps=self.pipeline.budget.iterations(MASK_STEPS))
             return masks.as_payload(), {"robust_channels": masks.robust.sum(1).float().mean().item()}
 
