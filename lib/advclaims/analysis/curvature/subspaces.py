@@ -142,9 +142,9 @@ def deepfool_svd(perturbations: torch.Tensor) -> SvdBasis:
     r = perturbations.flatten(1).double()
     r = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
     _, s, vt = torch.linalg.svd(r, full_matrices=r.shape[0] < r.shape[1])
-    values = torch.zeros(vt.shape[0], dtype=s.dtype)
+    values = torch.zeros(vt.shape[0], dtype=s.dtype, device=s.device)
     values[:len(s)] = s
-    return SvdBasis(vt.T.float().contiguous(), values.float(), len(r))
+    return SvdBasis(vt.T.float().contiguous().cpu(), values.float().cpu(), len(r))  # kept and read on the CPU
 
 
 def _accuracy_curve(model, x, y, mean_image, bases: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
