@@ -107,8 +107,11 @@ def test_measured_keeps_statistics_and_drops_timings():
         return {"claims": [{"claim": "CV-1", "dataset": "fashion_mnist", "variant": "fashion_mnist",
                             "verdict": "contradicted", "checks": [{"statistic": "s", "value": value}],
                             "tables": {"per_class": [{"class": 0, "asym": 0.33, "seconds": seconds}]},
+                            "values": [{"statistic": "seconds_all_classes", "measured": seconds},
+                                       {"statistic": "step_h", "measured": 0.55}],
                             "wall_seconds": seconds}]}
     assert report.measured(run(2.2, 0.5)) == report.measured(run(2.3, 0.5))
+    assert report.measured(run(2.2, 0.5))["CV-1/fashion_mnist"]["values"] == [{"statistic": "step_h", "measured": 0.55}]
     assert report.measured(run(2.2, 0.5)) != report.measured(run(2.2, 0.6))
     assert report.measured(run(2.2, 0.5))["CV-1/fashion_mnist"]["tables"]["per_class"] == [{"class": 0, "asym": 0.33}]
 
