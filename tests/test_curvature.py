@@ -516,3 +516,17 @@ def test_the_protocol_parameters_measured_are_those_expected_declares():
     for claim in ("CV-6", "CV-7", "CV-8", "CV-9"):
         (p,) = specs[claim].parameters
         assert (p.name, p.default, p.values) == ("subspace_fraction", FRACTION_DEFAULT, FRACTIONS)
+
+
+def test_the_smoke_budget_measures_cifar100s_first_ten_classes_and_every_class_of_a_ten_class_dataset():
+    """CurvatureSizes.classes cuts only datasets with more classes: a 10-class dataset's keys and numbers do not
+    depend on it; a preflight and per-dataset training sizes keep to their own rules."""
+    from advclaims import budgets
+
+    smoke = budgets.get("smoke")
+    assert smoke.curvature.class_subset(10) is None and smoke.curvature.class_subset(100) == 10
+    assert budgets.get("paper").curvature.class_subset(100) is None
+    assert smoke.train_images("fashion_mnist") == smoke.train_subset
+    wider = __import__("dataclasses").replace(smoke, dataset_train={"cifar100": 20000})
+    assert wider.train_images("cifar100") == 20000 and wider.train_images("cifar10") == smoke.train_subset
+    assert wider.for_preflight().train_images("cifar100") == budgets.PREFLIGHT_TRAIN

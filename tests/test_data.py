@@ -563,3 +563,23 @@ def test_tiny_imagenet_with_a_bad_annotation_line_is_corrupt_and_named(tmp_path)
     (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")
     with pytest.raises(data.DatasetCorrupt, match=r"val_annotations\.txt line 1 is not .*'val_0\.JPEG\\tn99"):
         data.read_arrays("tiny_imagenet", "test", tmp_path)
+
+
+def test_the_cifar100_proxy_tells_sub_classes_by_hue_family_under_random_colours():
+    """Each image of a >10-class proxy gets a random colour of its sub-class's hue family: its hue lies in the
+    family's slice of the wheel, and within a family the colours differ (no one exact tint to match)."""
+    import colorsys
+
+    import numpy as np
+
+    from advclaims.data import proxy
+
+    rng = np.random.default_rng(0)
+    sub = rng.integers(0, 10, size=2000)
+    rgb = proxy._family_colours(sub, 10, rng)
+    hue = np.array([colorsys.rgb_to_hsv(*c)[0] for c in rgb])
+    assert np.all((hue >= sub / 10 - 1e-6) & (hue < (sub + 1) / 10 + 1e-6))
+    for family in range(10):
+        own = rgb[sub == family]
+        assert len(np.unique(own.round(3), axis=0)) > 0.9 * len(own)  # a colour per image, not one per family
+        assert float(np.ptp(hue[sub == family])) > 0.08              # spread over most of its 0.1 slice

@@ -81,10 +81,16 @@ class CurvatureSizes:
     lanczos_k: int = 128     # curvatures computed at each end by Lanczos above dense_limit
     batch: int = 256         # images per gradient batch
     iteration_cap: int | None = None  # a preflight's cap on every iteration count (DeepFool steps, Lanczos blocks)
+    classes: int | None = None  # Algorithm 1 and the per-class analyses on the first `classes` classes (None: all)
 
     @property
     def preflight(self) -> bool:
         return self.iteration_cap is not None
+
+    def class_subset(self, num_classes: int) -> int | None:
+        """How many classes (the first ones) the curvature claims measure on a dataset of ``num_classes``; None when
+        they measure every class (so a 10-class dataset's keys and numbers do not depend on this setting)."""
+        return self.classes if self.classes is not None and self.classes < num_classes else None
 
     def iterations(self, n: int) -> int:
         return n if self.iteration_cap is None else min(n, self.iteration_cap)
@@ -102,6 +108,7 @@ class Budget:
     health_floor: float = 0.25        # clean accuracy >= chance + floor * (1 - chance) (advclaims.checkpoints.health)
     curvature: CurvatureSizes = CurvatureSizes(boundary_points=64, svd_images=10000, confined_images=1000)
     sweep_train_images: int | None = None  # LP-13's sweep trains on this many images (None: the budget's own)
+    dataset_train: dict = field(default_factory=dict)  # dataset -> its training images where they differ from train_subset
     cpu_skips: dict = field(default_factory=dict)  # architecture -> why its instances skip on a CPU
     iteration_cap: int | None = None  # a preflight: every iteration count capped (attacks, masks, Lanczos)
     preflight: bool = False           # --repro-preflight: this budget's shapes, schedules and samples cut
@@ -109,6 +116,10 @@ class Budget:
     def iterations(self, n: int) -> int:
         """An iteration count (attack steps, optimiser steps) at this budget: ``n``, or a preflight's cap."""
         return n if self.iteration_cap is None else min(n, self.iteration_cap)
+
+    def train_images(self, dataset: str) -> int | None:
+        """The training images of ``dataset`` at this budget (None: its whole training split)."""
+        return self.dataset_train.get(dataset, self.train_subset)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> "Budget":
         """This budget with the session's training seeds (--repro-seeds)."""
@@ -131,7 +142,8 @@ class Budget:
         curvature = dataclasses.replace(
             self.curvature, boundary_points=2, svd_images=min(self.curvature.svd_images, deepfool_batch),
             confined_images=min(self.curvature.confined_images, test_n), iteration_cap=PREFLIGHT_ITERATIONS)
-        return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, test_n=test_n, seeds=self.seeds[:1],
+        return dataclasses.replace(self, train_subset=PREFLIGHT_TRAIN, dataset_train={}, test_n=test_n,
+                                   seeds=self.seeds[:1],
                                    curvature=curvature, iteration_cap=PREFLIGHT_ITERATIONS, preflight=True)
 
     def describe(self, eps_name: str = "eps") -> str:
@@ -200,7 +212,10 @@ BUDGETS = {
                     # lanczos_k 32, not 128: on CIFAR's D = 3,072 (block Lanczos; D <= 1,024 is decomposed densely and
                     # does not read it) k = 128 took 36 s a class on 2 cores, 6 of CV-4's 7 minutes on the CIFAR-10
                     # proxy and most of an hour for CIFAR-100's 100 classes (docs/performance.md)
-                    curvature=CurvatureSizes(boundary_points=10, svd_images=1000, confined_images=100, lanczos_k=32),
+                    # classes 10: on CIFAR-100, Algorithm 1 and the per-class score curves on its first 10 classes (a
+                    # 100-class decomposition alone is some 10 minutes on 2 cores; 10-class datasets are unaffected)
+                    curvature=CurvatureSizes(boundary_points=10, svd_images=1000, confined_images=100, lanczos_k=32,
+                                             classes=10),
                     # the sweep's four ADV models on half the training subset (all four alike, so its 5e-4 member is
                     # not the regular ADV model here): three extra full-size ADV models would not fit CI on 2 cores
                     sweep_train_images=3000, cpu_skips={"wrn28_10": _WRN_ON_CPU}),

@@ -79,7 +79,7 @@ class Pipeline(ExternalModels):
                                      download=self.download)
             test_split = load("test").head(self.budget.test_n)
             self._datasets[name] = DatasetBundle(
-                meta, lambda: load("train").subset(self.budget.train_subset, seed=0), test_split)
+                meta, lambda: load("train").subset(self.budget.train_images(name), seed=0), test_split)
         return self._datasets[name]
 
     # -- models -------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ class Pipeline(ExternalModels):
         recipe: Recipe = self.budget.recipe(role, meta.eps, weight_decay=weight_decay)
         fields = {
             "arch": arch, "width": self.budget.width(arch), "dataset": dataset, "role": role,
-            "train_images": self.budget.train_subset, "budget": self.budget.name, "seed": seed,
+            "train_images": self.budget.train_images(dataset), "budget": self.budget.name, "seed": seed,
             "recipe": recipe.as_dict(),
         }
         if self.budget.preflight:

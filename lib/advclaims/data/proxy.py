@@ -5,8 +5,8 @@ A new user's first run of ``pytest claims -m cifar10`` should not be the first t
 IDX), CIFAR-10 (``cifar-10-batches-py`` pickles), CIFAR-100 (``cifar-100-python``), SVHN (``.mat``,
 digit 0 stored as 10), Tiny-ImageNet (``tiny-imagenet-200`` JPEG folders, ``val_annotations.txt``) and
 ImageNet (ImageFolder JPEGs), read back by ``advclaims.data`` like the real ones. Datasets with more
-than 10 classes get a colour tint per sub-class (label = Fashion-MNIST class x tints + tint), so that
-every class is learnable. Each dataset folder gets ``advclaims-proxy.json``: the suite then knows the
+than 10 classes get a hue family per sub-class (label = Fashion-MNIST class x families + family), each image a
+random colour of its family (``_family_colours``), so that every class is learnable, and not by one exact tint. Each dataset folder gets ``advclaims-proxy.json``: the suite then knows the
 data are a proxy and holds no verdict against expected/ (``data.proxy_marker``).
 
     advclaims proxy-data DIR [--datasets cifar10 svhn] [--train N] [--test N]
@@ -43,11 +43,6 @@ def _fashion(split: str, n: int, source: Path | None) -> tuple[np.ndarray, np.nd
     return np.ascontiguousarray(x[:n, 0]), y[:n].astype(np.int64)
 
 
-def _palette(k: int) -> np.ndarray:
-    """k colours (k, 3) in (0, 1], evenly spaced hues at full saturation: tints a network can tell apart."""
-    return np.array([colorsys.hsv_to_rgb(i / k, 0.85, 1.0) for i in range(k)], dtype=np.float32)
-
-
 def _rgb(gray: np.ndarray, size: int, tints: np.ndarray) -> np.ndarray:
     """Grey 28x28 images to tinted RGB (N, 3, size, size) uint8: zero-padded to 32, then resized to ``size``."""
     t = torch.from_numpy(np.array(gray)).float()[:, None]
@@ -67,7 +62,18 @@ def _content(split: str, n: int, classes: int, size: int, source: Path | None, s
         return _rgb(gray, size, tints), fm
     per = classes // 10
     sub = rng.integers(0, per, size=n)
-    return _rgb(gray, size, _palette(per)[sub]), fm * per + sub
+    return _rgb(gray, size, _family_colours(sub, per, rng)), fm * per + sub
+
+
+def _family_colours(sub: np.ndarray, families: int, rng: np.random.Generator) -> np.ndarray:
+    """A random colour per image within its hue family (N, 3): hue uniform over the family's own slice of the wheel
+    (families side by side, no gap), saturation in [0.45, 0.95] and value in [0.55, 1] at random. A sub-class is
+    told by hue alone, against colour noise as large as the gap to the next family: harder than one fixed tint per
+    sub-class (a network must learn the hue boundaries, not match ten exact colours)."""
+    hue = (sub + rng.uniform(0.0, 1.0, size=len(sub))) / families
+    sat = rng.uniform(0.45, 0.95, size=len(sub))
+    val = rng.uniform(0.55, 1.0, size=len(sub))
+    return np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hue, sat, val)], dtype=np.float32).reshape(-1, 3)
 
 
 def _idx(path: Path, arr: np.ndarray) -> None:
@@ -201,7 +207,7 @@ def write(name: str, root: str | Path, *, train: int = DEFAULT_TRAIN, test: int 
     _WRITERS[name](root, train, test, source)
     folder = root / FOLDERS[name]
     marker = {"proxy_of": name, "content": "Fashion-MNIST" + ("" if data_mod.info(name).num_classes == 10 else
-                                                               " x colour tints (one class per FM class and tint)"),
+                                                               " x hue families (one class per FM class and family; a random colour of the family per image)"),
               "train": train, "test": test, "written_by": f"advclaims {__version__}"}
     (folder / data_mod.PROXY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return folder

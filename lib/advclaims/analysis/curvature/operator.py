@@ -62,6 +62,7 @@ class Setup:
     settings: CurvatureSizes
     eps: float
     seed: int = 0                # the training seed; the method's random draws follow it
+    class_subset: int | None = None  # the first classes measured (CurvatureSizes.class_subset); None: every class
 
     @property
     def net(self) -> nn.Module:
