@@ -405,7 +405,7 @@ def test_the_preflight_runs_a_full_batch_of_every_attack_and_analysis_it_caps(na
     import inspect
 
     from advclaims import budgets, evaluation
-    from advclaims.analysis.curvature import directions, operator, setup as cv_setup
+    from advclaims.analysis.curvature import directions, operator
 
     budget = budgets.get(name)
     pre = budget.for_preflight()
@@ -415,8 +415,7 @@ def test_the_preflight_runs_a_full_batch_of_every_attack_and_analysis_it_caps(na
                "score curves": inspect.signature(directions.score_curves).parameters["batch"].default}
     for what, batch in batches.items():
         assert pre.test_n >= min(own_n, batch), f"{name} preflight: {pre.test_n} images, below one {what} batch"
-    deepfool_batch = inspect.signature(cv_setup.deepfool_set).parameters["batch"].default
-    assert deepfool_batch == inspect.signature(operator.deepfool_set).parameters["batch"].default
+    deepfool_batch = inspect.signature(operator.deepfool_set).parameters["batch"].default
     assert pre.curvature.svd_images >= min(budget.curvature.svd_images, deepfool_batch)
     assert pre.curvature.confined_images == min(budget.curvature.confined_images, pre.test_n)  # one unbatched call
     assert pre.iteration_cap == budgets.PREFLIGHT_ITERATIONS and pre.seeds == budget.seeds[:1]
@@ -428,7 +427,7 @@ def test_the_preflight_runs_a_full_batch_of_every_attack_and_analysis_it_caps(na
     subspaces.saliency(net, x, batch=pre.curvature.batch)
     assert net.largest == min(pre.curvature.batch, pre.test_n) == min(budget.curvature.batch, own_n)
     net.largest = 0
-    cv_setup.deepfool_set(net, torch.rand(pre.curvature.svd_images, 1, 4, 4), max_iter=pre.curvature.iterations(50))
+    operator.deepfool_set(net, torch.rand(pre.curvature.svd_images, 1, 4, 4), max_iter=pre.curvature.iterations(50))
     assert net.largest == min(deepfool_batch, budget.curvature.svd_images)
 
 

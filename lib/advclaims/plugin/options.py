@@ -152,6 +152,16 @@ def _compare(value, fail: bool, storage: Path) -> None:
         raise pytest.UsageError(f"--repro-compare {value}: {err}") from None
 
 
+def _repeated(options: dict, name: str) -> list:
+    """The values of an option given once per value (pytest collects them in a list); anything else one usage error."""
+    value = options.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise pytest.UsageError(f"{name} {value!r}: give each value as its own {name} ROLE[@DATASET]=...")
+    return list(value)
+
+
 def _slot(option: str, value, example: str) -> tuple[str, str]:
     """ROLE[@DATASET]=REST of --repro-model / --repro-stages, checked: (slot, rest); a mistake is one usage error."""
     if not isinstance(value, str) or "=" not in value:
@@ -266,9 +276,9 @@ def validate_options(options: dict, *, storage: Path, cuda_count: int, workers: 
     seeds = options.get("--repro-seeds")
     if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS):
         raise pytest.UsageError(f"--repro-seeds {seeds!r}: pass a whole number of training seeds from 1 to {MAX_SEEDS}")
-    models = external_models(options.get("--repro-model") or [], base)
-    _covered("--repro-stages", stage_maps(options.get("--repro-stages") or []), models)
-    _covered("--repro-published", published_accuracies(options.get("--repro-published") or []), models)
+    models = external_models(_repeated(options, "--repro-model"), base)
+    _covered("--repro-stages", stage_maps(_repeated(options, "--repro-stages")), models)
+    _covered("--repro-published", published_accuracies(_repeated(options, "--repro-published")), models)
     _compare(options.get("--repro-compare"), bool(options.get("--repro-compare-fail")), storage)
     return ReproOptions(budget, device, _threads(options.get("--repro-threads"), workers, cpu_count))
 
