@@ -133,8 +133,8 @@ class Budget:
         Every attack and analysis it caps still runs at least one full-size batch, since a step's peak memory is a
         full batch's: evaluation images up to the largest batch that reads them (attacks' ``eval_batch``, the
         curvature gradients' ``curvature.batch``, predict's and the score curves' 1000; never beyond the budget's
-        own), SVD images one DeepFool batch (analysis/curvature/setup.py's 500), confined-DeepFool images the
-        budget's own (one unbatched call), boundary points two (the curvature operator fills its gradient batch
+        own), SVD images one DeepFool batch (curvature/operator.py's deepfool_set: 500), confined-DeepFool images
+        the budget's own (one unbatched call), boundary points two (the curvature operator fills its gradient batch
         with probes whatever their number)."""
         predict_batch, deepfool_batch = 1000, 500  # evaluation.predict / score_curves' and deepfool_set's batches
         full = max(PREFLIGHT_TEST, self.eval_batch, self.curvature.batch, predict_batch)
