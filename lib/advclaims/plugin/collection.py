@@ -128,16 +128,11 @@ def longest_claims_first(config, items) -> None:
         return
     session = session_of(config)
     seconds = durations_mod.load(config.rootpath / "claims" / durations_mod.FILE, session.budget.name)
-    ids = [instance_id_of(item) for item in claims]
+    from advclaims.plugin.session import instance_id  # the reports' instance id: the node id without its seed
+
+    ids = [instance_id(item.nodeid, session.seed_of(item)) for item in claims]
     ordered = [claims[k] for k in durations_mod.longest_first(ids, seconds)]
     others = [item for item in items if item.get_closest_marker("claim") is None]
     slow = [item for item in others if item.get_closest_marker("slow") is not None]
     items[:] = ordered + slow + [item for item in others if item.get_closest_marker("slow") is None]
 
-
-def instance_id_of(item) -> str:
-    """The instance id of a claim item (its node id without the seed's part), as reports and durations.json key it."""
-    from advclaims.plugin.session import instance_id
-
-    callspec = getattr(item, "callspec", None)
-    return instance_id(item.nodeid, callspec.params.get("repro_seed") if callspec is not None else None)
