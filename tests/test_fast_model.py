@@ -239,3 +239,24 @@ def test_the_cache_does_not_keep_a_model_alive():
     del model
     gc.collect()
     assert ref() is None
+
+
+@settings(deadline=None, max_examples=examples(30))
+@given(net_and_x=conv_bn_nets(), training=st.booleans())
+def test_predict_runs_the_fast_forward_and_gives_the_models_predictions(net_and_x, training):
+    """evaluation.predict (every accuracy, and through it the health gate and the curvature subspaces) reads the
+    folded forward: its labels are the model's own argmax wherever the model's top two logits are further apart than
+    float rounding, and the model comes back in the mode and with the gradient flags it had."""
+    from advclaims.evaluation import predict
+
+    model, x = net_and_x
+    model.train(training)
+    flags = [p.requires_grad for p in model.parameters()]
+    labels = predict(model, x)
+    assert model.training == training and [p.requires_grad for p in model.parameters()] == flags
+    with torch.no_grad():
+        logits = model.eval()(x)
+    top2 = logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > LOGIT_RTOL * logits.abs().amax().clamp_min(1)
+    assert torch.equal(labels[clear], logits.argmax(1)[clear])
+    assert predict(model, x[:0]).shape == (0,)

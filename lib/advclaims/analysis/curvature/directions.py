@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
+from advclaims.attacks._common import frozen
+from advclaims.attacks.fastpath import fast_model
 from advclaims.verdict import stats
 from advclaims.verdict.measurement import Measurement, measures
 from advclaims.analysis.curvature import figures as cfig
@@ -112,14 +114,13 @@ def score_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     s = torch.linspace(-s_big, s_big, points)
     dirs = torch.stack([curv.direction(c, kind) for c in range(len(curv.classes))]).to(images)
     zero = int(s.abs().argmin())
-    was = model.training
-    model.eval()
     parts = []
-    for c in range(len(dirs)):
-        logits = torch.stack([torch.cat([model(images[i:i + batch] + t * dirs[c])
-                                         for i in range(0, len(images), batch)]) for t in s.tolist()])   # (S, n, K)
-        parts.append([f.cpu() for f in _summary(logits, c, zero)])
-    model.train(was)
+    with frozen(model):
+        forward = fast_model(model, images)  # the model's logits up to float rounding, about 2x faster (NiN, CPU)
+        for c in range(len(dirs)):
+            logits = torch.stack([torch.cat([forward(images[i:i + batch] + t * dirs[c])
+                                             for i in range(0, len(images), batch)]) for t in s.tolist()])  # (S, n, K)
+            parts.append([f.cpu() for f in _summary(logits, c, zero)])
     fields = (torch.stack([p[i] for p in parts]) for i in range(len(FIELDS)))
     return ScoreCurves(kind, s, *fields, labels.cpu(), dirs.cpu(), getattr(curv, "model_label", ""), unit)
 
