@@ -395,6 +395,24 @@ def test_transition_statistics_see_images_move_into_the_class_of_a_positive_dire
     assert class_departures(curves).statistics["departure_at_max"].value == 0.0
 
 
+def test_departures_read_only_the_images_of_the_classes_whose_directions_were_measured():
+    """A class subset (CurvatureSizes.classes, CIFAR-100 at smoke): directions for classes 0 and 1 only, images predicted
+    as 0, 1 or 4. Class 0's images leave along its direction, class 1's stay, class 4's have no own direction and are
+    left out (they once indexed past the directions)."""
+    s = torch.linspace(-4, 4, 9)
+    n_img = 6
+    pred0 = torch.tensor([0, 0, 1, 1, 4, 4])
+    pred = pred0.repeat(2, len(s), 1)                                  # (C=2, S, n): nothing moves ...
+    pred[0, :, :2] = torch.where(s.abs()[:, None] > 1, torch.tensor(3), pred0[:2])   # ... but class 0's images leave
+    field = torch.zeros(2, len(s), n_img)
+    curves = ScoreCurves("negative", s, pred, field, field, field, field, torch.zeros(n_img, dtype=torch.long),
+                         torch.zeros(2, 1, 2, 2), unit=2.0)
+    m = class_departures(curves)
+    assert m.n == 4 and m.values["images_of_measured_classes"] == 4 and m.values["images"] == 6
+    assert m.statistics["departure_at_max"].value == pytest.approx(0.5)
+    assert any("4 of 6 test images" in note for note in m.notes)
+
+
 @given(seed=seeds, rank=st.integers(1, 12), extra=st.integers(1, 40))
 @settings(deadline=None, max_examples=25)
 def test_a_basis_of_more_columns_than_dimensions_spans_what_they_span(seed, rank, extra):
@@ -527,6 +545,15 @@ def test_the_smoke_budget_measures_cifar100s_first_ten_classes_and_every_class_o
     assert smoke.curvature.class_subset(10) is None and smoke.curvature.class_subset(100) == 10
     assert budgets.get("paper").curvature.class_subset(100) is None
     assert smoke.train_images("fashion_mnist") == smoke.train_subset
-    wider = __import__("dataclasses").replace(smoke, dataset_train={"cifar100": 20000})
-    assert wider.train_images("cifar100") == 20000 and wider.train_images("cifar10") == smoke.train_subset
-    assert wider.for_preflight().train_images("cifar100") == budgets.PREFLIGHT_TRAIN
+    assert smoke.train_images("cifar100") == 20000 and smoke.train_images("cifar10") == smoke.train_subset
+    assert smoke.for_preflight().train_images("cifar100") == budgets.PREFLIGHT_TRAIN
+
+
+def test_a_proxy_holds_as_many_training_images_as_the_smoke_budget_trains_on():
+    """`advclaims proxy-data` without --train writes what the smoke budget reads (CIFAR-100: 200 a class)."""
+    from advclaims import budgets
+    from advclaims.data import proxy
+
+    smoke = budgets.get("smoke")
+    for name in proxy.NAMES:
+        assert proxy.default_train(name) == smoke.train_images(name), name

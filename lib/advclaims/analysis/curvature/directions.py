@@ -229,16 +229,22 @@ def class_departures(curves: ScoreCurves) -> Measurement:
 
 
 def _departures(curves: ScoreCurves) -> Measurement:
-    n = curves.pred.shape[2]
+    n_cls, _, n_all = curves.pred.shape
     pred0 = curves.pred[0, curves.zero]                          # (n,)
-    own_dir = curves.pred[pred0, :, torch.arange(n)]             # (n, S): each image along its own class's direction
+    # the images predicted as a class whose direction was measured: every image, unless the budget measures the
+    # first classes only (CurvatureSizes.classes, CIFAR-100 at smoke)
+    kept = (pred0 < n_cls).nonzero().squeeze(1)
+    n, pred0 = len(kept), pred0[kept]
+    own_dir = curves.pred[pred0, :, kept]                        # (n, S): each image along its own class's direction
     per_image = curves.at_level((own_dir != pred0[:, None]).float()).numpy()  # (n, L)
     stats_ = {"departure_at_max": stats.mean(per_image[:, -1]),
               "departure_trend": level_trend(per_image, curves.levels)}
     rows = [{"s_over_mean_norm": float(s / curves.unit), "left_own_class": float(per_image[:, i].mean())}
             for i, s in enumerate(curves.s[curves.zero:])]
     return Measurement(
-        statistics=stats_, n=n,
+        statistics=stats_, n=n, values={"images_of_measured_classes": n, "images": n_all},
+        notes=[] if n == n_all else [f"{n} of {n_all} test images are predicted as one of the {n_cls} classes whose "
+                                     f"directions were measured; the others have no own-class direction"],
         tables={"departure_by_level": rows},
         figures={"supplement_negative": lambda path: cfig.median_scores(
             path, curves, title="Supplement: most negatively curved direction")},
