@@ -567,7 +567,8 @@ def test_tiny_imagenet_with_a_bad_annotation_line_is_corrupt_and_named(tmp_path)
 
 def test_the_cifar100_proxy_tells_sub_classes_by_hue_family_under_random_colours():
     """Each image of a >10-class proxy gets a random colour of its sub-class's hue family: its hue lies in the
-    family's slice of the wheel, and within a family the colours differ (no one exact tint to match)."""
+    family's slice of the wheel, within a family the colours differ (no one exact tint to match), and the tint is
+    faint on CIFAR-100 (saturation within TINTS["faint"]), so that the hue takes data to learn."""
     import colorsys
 
     import numpy as np
@@ -577,8 +578,10 @@ def test_the_cifar100_proxy_tells_sub_classes_by_hue_family_under_random_colours
     rng = np.random.default_rng(0)
     sub = rng.integers(0, 10, size=2000)
     rgb = proxy._family_colours(sub, 10, rng)
-    hue = np.array([colorsys.rgb_to_hsv(*c)[0] for c in rgb])
+    hue, sat, _ = np.array([colorsys.rgb_to_hsv(*c) for c in rgb]).T
     assert np.all((hue >= sub / 10 - 1e-6) & (hue < (sub + 1) / 10 + 1e-6))
+    low, high = proxy.TINTS["faint"][0]
+    assert np.all((sat >= low - 1e-6) & (sat <= high + 1e-6)) and high < 0.1
     for family in range(10):
         own = rgb[sub == family]
         assert len(np.unique(own.round(3), axis=0)) > 0.9 * len(own)  # a colour per image, not one per family

@@ -144,11 +144,12 @@ def _proxy_data(args) -> int:
 
     for name in args.datasets:
         try:
-            folder = proxy.write(name, args.root, train=args.train, test=args.test, source=args.source)
+            train = proxy.default_train(name) if args.train is None else args.train
+            folder = proxy.write(name, args.root, train=train, test=args.test, source=args.source)
         except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, ValueError) as err:
             print(f"advclaims proxy-data: {name}: {err}", file=sys.stderr)
             return 2
-        print(f"{name:<14} {folder} ({args.train} training, {args.test} test images of Fashion-MNIST content)")
+        print(f"{name:<14} {folder} ({train} training, {args.test} test images of Fashion-MNIST content)")
     return 0
 
 
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(to run their paths end to end; verdicts on it are not held against expected/)")
     p.add_argument("root", type=_directory, help="the data root to write under (pass it as --repro-data-root)")
     p.add_argument("--datasets", nargs="+", choices=proxy_names(), default=list(proxy_names()))
-    p.add_argument("--train", type=_count, default=6000, help="training images per dataset (default 6000)")
+    p.add_argument("--train", type=_count, default=None,
+                   help="training images per dataset (default: what the smoke budget trains on, 6000; CIFAR-100 20000)")
     p.add_argument("--test", type=_count, default=1000, help="test images per dataset (default 1000)")
     p.add_argument("--source", type=_directory, default=None,
                    help="data root holding Fashion-MNIST (default: where the suite finds it)")
