@@ -547,6 +547,10 @@ def test_the_smoke_budget_measures_cifar100s_first_ten_classes_and_every_class_o
     assert smoke.train_images("fashion_mnist") == smoke.train_subset
     assert smoke.train_images("cifar100") == 20000 and smoke.train_images("cifar10") == smoke.train_subset
     assert smoke.for_preflight().train_images("cifar100") == budgets.PREFLIGHT_TRAIN
+    # evaluation images: CIFAR-10 at smoke reads 250, every other dataset (Fashion-MNIST's keys included) test_n
+    assert smoke.test_images("cifar10") == 250 and smoke.test_images("fashion_mnist") == smoke.test_n == 500
+    assert smoke.for_preflight().test_images("cifar10") == smoke.for_preflight().test_n
+    assert "cifar10 250" in smoke.describe().splitlines()[0]
 
 
 def test_a_proxy_holds_as_many_training_images_as_the_smoke_budget_trains_on():

@@ -77,7 +77,7 @@ class Pipeline(ExternalModels):
             meta = data_mod.info(name)
             load = functools.partial(data_mod.load, name, root=self.data_root, device=self.device,
                                      download=self.download)
-            test_split = load("test").head(self.budget.test_n)
+            test_split = load("test").head(self.budget.test_images(name))
             self._datasets[name] = DatasetBundle(
                 meta, lambda: load("train").subset(self.budget.train_images(name), seed=0), test_split)
         return self._datasets[name]
@@ -211,7 +211,7 @@ class Pipeline(ExternalModels):
         meta = data_mod.info(dataset)
         params = attack_params(attack, meta.eps, self.budget)
         fields = {"model": model.key, "attack": attack, "params": params, "dataset": dataset,
-                  "test_n": self.budget.test_n, "seed": seed}
+                  "test_n": self.budget.test_images(dataset), "seed": seed}
         key = keys.key_of(self.spec_of("adversarial", fields))
         if key in self._sets:
             return self._sets[key]

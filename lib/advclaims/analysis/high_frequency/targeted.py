@@ -51,7 +51,7 @@ def targeted_pgd_set(pipeline: "Pipeline", model: TrainedModel, dataset: str, *,
     target = draw_targets(y, bundle.info.num_classes, seed=seed)
     params = {**attack_params("pgd20", bundle.info.eps, pipeline.budget), "targeted": True}
     fields = {"model": model.key, "attack": "pgd20_targeted", "params": params, "dataset": dataset,
-              "test_n": pipeline.budget.test_n, "seed": seed,
+              "test_n": pipeline.budget.test_images(dataset), "seed": seed,
               "targets": {"rule": "uniform over the other classes", "seed": seed,
                           "sha256": hashlib.sha256(target.numpy().tobytes()).hexdigest()}}
 

@@ -131,7 +131,7 @@ class EvaluationSuite:
         return self.info.eps
 
     def _fields(self, **extra) -> dict:
-        return {"model": self.model.key, "dataset": self.dataset, "test_n": self.pipeline.budget.test_n,
+        return {"model": self.model.key, "dataset": self.dataset, "test_n": self.pipeline.budget.test_images(self.dataset),
                 "seed": self.seed, **extra}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
