@@ -228,7 +228,8 @@ def test_the_suites_mask_key_names_the_device_fit_and_keeps_the_cpu_key(device, 
     monkeypatch.setattr("advclaims.analysis.info_bottleneck.suite.fit_channel_masks", fake_fit)
     suite = object.__new__(EvaluationSuite)
     suite.pipeline = SimpleNamespace(device=torch.device(device), cached=cached,
-                                     budget=SimpleNamespace(test_n=500, eval_batch=500, iterations=lambda n: n))
+                                     budget=SimpleNamespace(test_n=500, test_images=lambda dataset: 500, eval_batch=500,
+                                                            iterations=lambda n: n))
     suite.model, suite.dataset, suite.seed = SimpleNamespace(key="3f023f247d1bec336eee"), "fashion_mnist", 0
     suite.x, suite.y = torch.zeros(2, 3, 3, 3), torch.zeros(2, dtype=torch.long)
     suite.split = Split(nn.Identity(), lambda x: x, lambda z: z, "identity")
