@@ -243,8 +243,8 @@ def _departures(curves: ScoreCurves) -> Measurement:
             for i, s in enumerate(curves.s[curves.zero:])]
     return Measurement(
         statistics=stats_, n=n, values={"images_of_measured_classes": n, "images": n_all},
-        notes=[] if n == n_all else [f"{n} of {n_all} test images are predicted as one of the {n_cls} classes whose "
-                                     f"directions were measured; the others have no own-class direction"],
+        notes=[] if n == n_all else [(f"{n} of {n_all} test images are predicted as one of the {n_cls} classes whose "
+                                      f"directions were measured; the others have no own-class direction")],
         tables={"departure_by_level": rows},
         figures={"supplement_negative": lambda path: cfig.median_scores(
             path, curves, title="Supplement: most negatively curved direction")},
