@@ -116,5 +116,6 @@ def test_the_claims_collect_longest_first():
                           "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True)
     ids = [line for line in out.stdout.splitlines() if line.startswith("claims/")]
     assert ids, out.stdout + out.stderr
-    known = [seconds[i] for i in ids if i in seconds]
-    assert ids[0] == max(seconds, key=seconds.get) and known == sorted(known, reverse=True)
+    known = [seconds[i] for i in ids if i in seconds]  # the file also holds other datasets' instances
+    assert known and ids[0] == max((i for i in ids if i in seconds), key=seconds.get)
+    assert known == sorted(known, reverse=True)
