@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import pickletools
@@ -586,3 +587,35 @@ def test_the_cifar100_proxy_tells_sub_classes_by_hue_family_under_random_colours
         own = rgb[sub == family]
         assert len(np.unique(own.round(3), axis=0)) > 0.9 * len(own)  # a colour per image, not one per family
         assert float(np.ptp(hue[sub == family])) > 0.08              # spread over most of its 0.1 slice
+
+
+def test_a_proxys_tint_is_its_datasets_own_unless_chosen_and_its_marker_names_it(tmp_path):
+    """CIFAR-100's proxy is faint by default and vivid when asked (CI's end-to-end test asks, to train on fewer
+    images); Tiny-ImageNet's is vivid; the marker records the tint written; a 10-class proxy has no tint to choose."""
+    from advclaims.data import proxy
+
+    try:
+        data.read_arrays("fashion_mnist", "test", data.default_root(), limit=1)
+    except data.DatasetMissing as err:
+        pytest.skip(str(err))
+
+    def saturation(root):
+        """Each image's tint saturation, read from its channel totals (grey x colour, summed: rounding averages out)."""
+        totals = data.load("cifar100", "train", root=root).x.double().sum((2, 3))  # (N, 3)
+        top, low = totals.amax(1), totals.amin(1)
+        return ((top - low) / top).numpy()
+
+    faint = proxy.write("cifar100", tmp_path / "faint", train=300, test=20)
+    vivid = proxy.write("cifar100", tmp_path / "vivid", train=300, test=20, tint="vivid")
+    markers = [json.loads((folder / data.PROXY_MARKER).read_text()) for folder in (faint, vivid)]
+    assert [m["tint"] for m in markers] == ["faint", "vivid"] and "a vivid random colour" in markers[1]["content"]
+    sat_faint, sat_vivid = saturation(tmp_path / "faint"), saturation(tmp_path / "vivid")
+    assert sat_faint.max() < proxy.TINTS["faint"][0][1] + 0.005 and sat_vivid.min() > proxy.TINTS["vivid"][0][0] - 0.005
+    tiny = proxy.write("tiny_imagenet", tmp_path / "tiny", train=200, test=10)
+    assert json.loads((tiny / data.PROXY_MARKER).read_text())["tint"] == "vivid"
+    plain = proxy.write("cifar10", tmp_path / "c10", train=50, test=10)
+    assert "tint" not in json.loads((plain / data.PROXY_MARKER).read_text())
+    with pytest.raises(ValueError, match="10 classes and no hue families"):
+        proxy.write("cifar10", tmp_path / "c10b", train=50, test=10, tint="vivid")
+    with pytest.raises(ValueError, match="unknown tint 'pastel'"):
+        proxy.write("cifar100", tmp_path / "c100b", train=50, test=10, tint="pastel")

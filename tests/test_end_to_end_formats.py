@@ -26,9 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / "claims"
 
 # the instance CI runs per pair: the cheapest claim that trains and analyses the pair's own models. Curvature: CV-1 on
-# CIFAR-100 (block Lanczos at D = 3,072, the smoke budget's 10-class subset, targeted DeepFool to 10 of 100 classes)
-# and CV-8 on CIFAR-10 (the DeepFool SVD at D = 3,072): CV-4 on CIFAR-10 ran the same Lanczos plus two sets of score
-# curves, about twice CV-8's time; the score curves run in CI on Fashion-MNIST
+# CIFAR-10 (block Lanczos at D = 3,072, targeted DeepFool to every class) and CV-8 on CIFAR-100 (the DeepFool SVD at
+# D = 3,072 on a 100-class NiN). CV-1 on the CIFAR-100 proxy below is unmeasurable: that NiN (28.3% clean) predicts
+# none of classes 1 to 9 and targeted DeepFool reaches class 5 from none of 400 images (2026-12-08); on the faint proxy
+# at 20,000 images it runs (docs/datasets.md), but that costs three times the training. The smoke budget's 10-class
+# subset is tested in tests/test_curvature.py and measured in docs/datasets.md. The score curves run in CI on
+# Fashion-MNIST.
 PAIRS = {
     ("local_properties", "mnist"): "LP-7",
     ("local_properties", "cifar10"): "LP-8",
@@ -39,14 +42,21 @@ PAIRS = {
     ("info_bottleneck", "svhn"): "IB-4",
     ("info_bottleneck", "tiny_imagenet"): "IB-4",
     ("curvature", "mnist"): "CV-8",
-    ("curvature", "cifar10"): "CV-8",
-    ("curvature", "cifar100"): "CV-1",
+    ("curvature", "cifar10"): "CV-1",
+    ("curvature", "cifar100"): "CV-8",
 }
-# images per proxy: enough for each model to pass the health gate at smoke, few enough for CI (CIFAR-100: what the
-# smoke budget trains on, 200 a class: at 60 a class NiN stays below its gate on the CIFAR-100 proxy)
-SIZES = {"mnist": (2000, 300), "cifar10": (2000, 300), "svhn": (2000, 300),
-         "cifar100": (proxy.default_train("cifar100"), 300),
+# images per proxy: enough for each model to pass the health gate at smoke, few enough for CI (measured 2026-12-08).
+# At 1,000 CIFAR-10 images the STD ResNet-18 reached 20% (floor 19%) and HF-3 found no targeted success to analyse.
+# CIFAR-100: the vivid tint (proxy.TINTS) at 6,000 images, where NiN reached 28.3% clean on 300 images (floor
+# 10.9%); the faint tint, which stands in for real CIFAR-100's hardness, needs the 20,000 images the smoke budget
+# trains on (24.2% there, 5.4% at 6,000), and the item took 268 s against 132 s. Tiny-ImageNet: its ADV VGG-16
+# reached 11.0% at 3,000 images and 15.7% at 4,500, against a floor of 10.45%: too close for a test that must pass
+# on another machine's floats.
+SIZES = {"mnist": (2000, 300), "cifar10": (2000, 300), "svhn": (2000, 300), "cifar100": (6000, 300),
          "tiny_imagenet": (6000, 300), "imagenet": (1000, 100)}
+TINTS = {"cifar100": "vivid"}
+# the read-back test needs the layouts, not enough images to learn from
+READ_BACK = {name: (200, 50) for name in SIZES}
 
 
 def claim_tests() -> dict[str, tuple[str, str]]:
@@ -82,7 +92,7 @@ def test_every_offered_pair_but_the_embedded_default_has_an_instance_here():
 @pytest.fixture(scope="session")
 def proxies(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("proxies")
-    for name, (train, test) in SIZES.items():
+    for name, (train, test) in READ_BACK.items():
         proxy.write(name, root, train=train, test=test)
     return root
 
@@ -90,7 +100,7 @@ def proxies(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", proxy.NAMES)
 def test_proxies_are_read_back_in_their_real_layouts(proxies, name):
     meta = data.info(name)
-    for split, n in zip(("train", "test"), SIZES[name]):
+    for split, n in zip(("train", "test"), READ_BACK[name]):
         s = data.load(name, split, root=proxies)
         assert tuple(s.x.shape) == (n, meta.channels, meta.size, meta.size)
         assert 0 <= int(s.y.min()) and int(s.y.max()) < meta.num_classes
@@ -108,7 +118,7 @@ def test_every_paper_and_dataset_pair_yields_a_verdict_and_a_report_entry(datase
     separate tests, so that pytest-xdist spreads them over the workers."""
     pairs = {pair: cid for pair, cid in PAIRS.items() if pair[1] == dataset}
     root = tmp_path / "proxies"
-    proxy.write(dataset, root, train=SIZES[dataset][0], test=SIZES[dataset][1])
+    proxy.write(dataset, root, train=SIZES[dataset][0], test=SIZES[dataset][1], tint=TINTS.get(dataset))
     tests = claim_tests()
     ids = []
     for (paper, _), cid in sorted(pairs.items()):

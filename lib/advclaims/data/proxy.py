@@ -72,6 +72,7 @@ def _content(split: str, n: int, classes: int, size: int, source: Path | None, s
 # a faint tint there would need several times the data (beyond the info_bottleneck claims' CPU share), so these
 # proxies are not shown to be as hard as the real sets (docs/datasets.md).
 TINTS = {"faint": ((0.012, 0.075), (0.5, 1.0)), "vivid": ((0.45, 0.95), (0.55, 1.0))}
+TINT = {"cifar100": "faint", "tiny_imagenet": "vivid", "imagenet": "vivid"}  # each many-class proxy's default
 
 
 def _family_colours(sub: np.ndarray, families: int, rng: np.random.Generator,
@@ -112,7 +113,7 @@ def _jpeg(path: Path, img: np.ndarray) -> None:
         path.write_bytes(encode_jpeg(torch.from_numpy(img), quality=95).numpy().tobytes())
 
 
-def _mnist(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _mnist(root: Path, n_train: int, n_test: int, source: Path | None, tint: str | None) -> None:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
@@ -121,7 +122,7 @@ def _mnist(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
         _idx(raw / f"{prefix}-labels-idx1-ubyte.gz", y)
 
 
-def _cifar10(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _cifar10(root: Path, n_train: int, n_test: int, source: Path | None, tint: str | None) -> None:
     base = root / FOLDERS["cifar10"]
     base.mkdir(parents=True, exist_ok=True)
     x, y = _content("train", n_train, 10, 32, source, seed=1)
@@ -135,18 +136,18 @@ def _cifar10(root: Path, n_train: int, n_test: int, source: Path | None) -> None
                                     "num_cases_per_batch": int(np.ceil(n_train / 5)), "num_vis": 3072})
 
 
-def _cifar100(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _cifar100(root: Path, n_train: int, n_test: int, source: Path | None, tint: str) -> None:
     base = root / FOLDERS["cifar100"]
     base.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 3), ("test", n_test, 4)):
-        x, y = _content(split, n, 100, 32, source, seed=seed)
+        x, y = _content(split, n, 100, 32, source, seed=seed, tint=tint)
         _pickle(base / split, {"filenames": [f"proxy_{i}.png" for i in range(n)], "batch_label": f"{split}ing batch",
                                "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist(), "data": _rows(x)})
     _pickle(base / "meta", {"fine_label_names": [f"class_{k}" for k in range(100)],
                             "coarse_label_names": [f"superclass_{k}" for k in range(20)]})
 
 
-def _svhn(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _svhn(root: Path, n_train: int, n_test: int, source: Path | None, tint: str | None) -> None:
     base = root / FOLDERS["svhn"]
     base.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", n_train, 5), ("test", n_test, 6)):
@@ -159,14 +160,14 @@ def _wnid(k: int) -> str:
     return f"n{k:08d}"  # sorts in class order, as the readers' sorted folder names need
 
 
-def _tiny_imagenet(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _tiny_imagenet(root: Path, n_train: int, n_test: int, source: Path | None, tint: str) -> None:
     base = root / FOLDERS["tiny_imagenet"]
     wnids = [_wnid(k) for k in range(200)]
     (base / "val" / "images").mkdir(parents=True, exist_ok=True)
     (base / "test" / "images").mkdir(parents=True, exist_ok=True)
     (base / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
     (base / "words.txt").write_text("".join(f"{w}\tproxy class {k}\n" for k, w in enumerate(wnids)))
-    x, y = _content("train", n_train, 200, 64, source, seed=7, tint="vivid")
+    x, y = _content("train", n_train, 200, 64, source, seed=7, tint=tint)
     counts = dict.fromkeys(wnids, 0)
     boxes: dict[str, list[str]] = {w: [] for w in wnids}
     for w in wnids:
@@ -179,7 +180,7 @@ def _tiny_imagenet(root: Path, n_train: int, n_test: int, source: Path | None) -
         boxes[w].append(f"{name}\t0\t0\t63\t63\n")
     for w in wnids:
         (base / "train" / w / f"{w}_boxes.txt").write_text("".join(boxes[w]))
-    x, y = _content("test", n_test, 200, 64, source, seed=8, tint="vivid")
+    x, y = _content("test", n_test, 200, 64, source, seed=8, tint=tint)
     lines = []
     for i, (img, label) in enumerate(zip(x, y)):
         _jpeg(base / "val" / "images" / f"val_{i}.JPEG", img)
@@ -189,12 +190,12 @@ def _tiny_imagenet(root: Path, n_train: int, n_test: int, source: Path | None) -
         _jpeg(base / "test" / "images" / f"test_{i}.JPEG", img)
 
 
-def _imagenet(root: Path, n_train: int, n_test: int, source: Path | None) -> None:
+def _imagenet(root: Path, n_train: int, n_test: int, source: Path | None, tint: str) -> None:
     base = root / FOLDERS["imagenet"]
     wnids = [_wnid(k) for k in range(1000)]
     for split, n, seed, stem in (("train", n_train, 9, None), ("val", n_test, 10, "ILSVRC2012_val")):
         x, y = _content("train" if split == "train" else "test", n, 1000, 224, source, seed=seed,
-                        tint="vivid")
+                        tint=tint)
         for w in wnids:
             (base / split / w).mkdir(parents=True, exist_ok=True)
         for i, (img, label) in enumerate(zip(x, y)):
@@ -212,22 +213,34 @@ def default_train(name: str) -> int:
 
 
 def write(name: str, root: str | Path, *, train: int | None = None, test: int = DEFAULT_TEST,
-          source: str | Path | None = None) -> Path:
+          source: str | Path | None = None, tint: str | None = None) -> Path:
     """Write dataset ``name`` under ``root`` in its real layout from Fashion-MNIST content (read from
     ``source``, a data root, or where ``advclaims.data`` finds it); returns the dataset's folder. ``train``
-    None: ``default_train(name)``."""
+    None: ``default_train(name)``. ``tint`` (a key of TINTS, for the datasets with hue families only) None: the
+    dataset's own (``TINT``); the marker records the one used."""
     if name not in _WRITERS:
         raise ValueError(f"no proxy writer for {name!r}; proxies exist for {', '.join(NAMES)}")
     train = default_train(name) if train is None else train
     for what, n in (("train", train), ("test", test)):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"--{what} must be a whole number >= 1, got {n!r}")
+    if tint is not None and name not in TINT:
+        raise ValueError(f"{name}'s proxy has 10 classes and no hue families to tint; tints are for "
+                         f"{', '.join(TINT)}")
+    if tint is not None and tint not in TINTS:
+        raise ValueError(f"unknown tint {tint!r}; known: {', '.join(TINTS)}")
+    tint = TINT.get(name) if tint is None else tint
     root = Path(root).expanduser()
     source = Path(source).expanduser() if source is not None else None
-    _WRITERS[name](root, train, test, source)
+    _WRITERS[name](root, train, test, source, tint)
     folder = root / FOLDERS[name]
-    marker = {"proxy_of": name, "content": "Fashion-MNIST" + ("" if data_mod.info(name).num_classes == 10 else
-                                                               " x hue families (one class per FM class and family; a faint random colour of the family per image)"),
-              "train": train, "test": test, "written_by": f"advclaims {__version__}"}
+    content = "Fashion-MNIST"
+    if tint is not None:
+        content += (f" x hue families (one class per FM class and family; a {tint} random colour of the family "
+                    "per image)")
+    marker = {"proxy_of": name, "content": content, "train": train, "test": test,
+              "written_by": f"advclaims {__version__}"}
+    if tint is not None:
+        marker["tint"] = tint
     (folder / data_mod.PROXY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return folder
