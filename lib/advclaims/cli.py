@@ -144,8 +144,8 @@ def _proxy_data(args) -> int:
 
     for name in args.datasets:
         try:
-            train = proxy.default_train(name) if args.train is None else args.train
-            folder = proxy.write(name, args.root, train=train, test=args.test, source=args.source)
+            folder = proxy.write(name, args.root, train=args.train, test=args.test, source=args.source)
+            train = data_mod.proxy_marker(name, args.root)["train"]  # what was written (None: the dataset's default)
         except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, ValueError) as err:
             print(f"advclaims proxy-data: {name}: {err}", file=sys.stderr)
             return 2

@@ -54,9 +54,9 @@ def _rgb(gray: np.ndarray, size: int, tints: np.ndarray) -> np.ndarray:
     return rgb.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def _content(split: str, n: int, classes: int, size: int, source: Path | None, seed: int, tint: str = "faint"):
+def _content(split: str, n: int, classes: int, size: int, source: Path | None, seed: int, tint: str | None = None):
     """(images (N, 3, size, size) uint8, labels) with ``classes`` learnable classes; ``tint`` the families' colours
-    (a key of TINTS) where there are more than 10."""
+    (a key of TINTS), which more than 10 classes need."""
     gray, fm = _fashion(split, n, source)
     rng = np.random.default_rng(seed)
     if classes == 10:
