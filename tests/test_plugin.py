@@ -325,6 +325,14 @@ def test_evaluate_states_scope_and_levels_and_contradicts_only_at_the_bonferroni
     assert single["scope"] == "models" and "at least 2" in single["scope_note"]
     ext = evaluate("X-1", Measurement(statistics=pooled, n=300), budget="paper", expected_dir=tmp_path, external=True)
     assert ext["scope"] == "models" and "external" in ext["scope_note"]
+    # trends over trained models pooled over 2 seeds (Page's L) have only the recipe scope: smoke decides there,
+    # and the record names the seeds it pooled (it said "one run" and "training seeds (1)" before)
+    trends = [stats.trend([1.0, 2.0, 3.0, 4.0 + s], [1, 2, 3, 4], alternative="greater") for s in range(2)]
+    paged = evaluate("X-1", Measurement(statistics={k: stats.pool(trends) for k in ("a", "b", "c", "flat")}, n=4),
+                     expected_dir=tmp_path)
+    assert paged["scope"] == "recipe" and paged["checks"][0]["test"].startswith("Page's L")
+    assert "2 training seeds by Page's L" in paged["scope_note"] and "one run" not in paged["scope_note"]
+    assert "training seeds (2)" in paged["covers"]
 
 
 def test_a_bad_seed_count_is_a_usage_error(project):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from advclaims import budgets as budgets_mod
 from advclaims.verdict import expected as expected_mod
-from advclaims.verdict.estimate import SCOPE_NAMES, Verdict
+from advclaims.verdict.estimate import MODELS, SCOPE_NAMES, Verdict
 from advclaims.verdict.measurement import Measurement, declarations
 from advclaims.verdict.stats import combine, contradiction_level, verdict
 
@@ -254,9 +254,14 @@ def _scope_fields(instance: Instance, got: str | None, m: int) -> dict:
     budget's own) and levels: reproduction at the nominal 95%, contradiction at 1 - 0.05/m."""
     k = len(instance.seeds)
     scope, note = budgets_mod.get(instance.budget).deciding_scope(k, external=instance.external)
-    if got is not None and got != scope:  # the statistics offer only the models scope: one run was pooled
-        scope, k, note = got, 1, (f"the statistics come from one run (one seed, or nothing in the instance depends "
-                                  f"on the seed): decided on {SCOPE_NAMES[got]}")
+    if got is not None and got != scope:
+        if got == MODELS:  # the statistics offer only the models scope: one run was pooled
+            k, note = 1, (f"the statistics come from one run (one seed, or nothing in the instance depends on the "
+                          f"seed): decided on {SCOPE_NAMES[got]}")
+        else:  # trends over the trained models, pooled over the seeds (Page's L), have only the recipe scope
+            note = (f"the statistics are trends over the trained models (each model one unit), pooled over the {k} "
+                    f"training seeds by Page's L: they speak only for {SCOPE_NAMES[got]}, so it decides")
+        scope = got
     covers = (f"training seeds ({k}), the method's random draws and the evaluation images" if scope == "recipe" else
               "the evaluation images and the method's draws on them" + (f"; the {k} trained models fixed" if k > 1
                                                                         else ""))
