@@ -145,7 +145,7 @@ def _proxy_data(args) -> int:
     for name in args.datasets:
         try:
             folder = proxy.write(name, args.root, train=args.train, test=args.test, source=args.source)
-            train = data_mod.proxy_marker(name, args.root)["train"]  # what was written (None: the dataset's default)
+            train = data_mod.proxy_marker(name, args.root)["train"]  # the count written (write resolves None)
         except (data_mod.DatasetMissing, data_mod.DatasetCorrupt, ValueError) as err:
             print(f"advclaims proxy-data: {name}: {err}", file=sys.stderr)
             return 2
